@@ -1,0 +1,44 @@
+"""Stage train_image_model: the image-level model Φ^I on whole images at ``image_scale``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from flows.common import params_of, run_stage
+from nightlab.config import Params
+from nightlab.data.dataset import ImageDataset
+from nightlab.data.manifest import read_manifest
+from nightlab.labels import NUM_CLASSES
+from nightlab.models import build_seg_model
+from nightlab.models.loss import make_loss
+from nightlab.models.store import save_model, seg_config
+from nightlab.train import curve_drop, fit, pick_device, seed_everything
+from nightlab.io import write_table
+
+MANIFEST = Path("data/manifest.parquet")
+OUT = Path("models/image")
+CKPT = Path("checkpoints/image")  # outside DVC outs: DVC deletes outs before a run, resume needs these
+CURVE = Path("reports/image/train_curve.csv")
+
+
+@flow(name="train_image_model")
+def train_image_model(p: Params) -> dict:
+    log = get_run_logger()
+    cfg = p.image_model
+    seed_everything(p.seed)
+    m = read_manifest(MANIFEST).select("train", cfg.train.domains)
+    ds = ImageDataset(m, cfg.image_scale, train=True, crop=cfg.train.crop, hflip=cfg.train.hflip, seed=p.seed)
+    model = build_seg_model(cfg, NUM_CLASSES)
+    device = pick_device(p.device)
+    log.info(f"training {cfg.backbone} on {len(ds)} images ({'+'.join(cfg.train.domains)}) at scale {cfg.image_scale} on {device}")
+    curve = fit(model, ds, make_loss(cfg), cfg.train, CKPT, p.seed, device,
+                params_of(p, "seed", "data", "image_model"), desc="image model")
+    save_model(OUT, model, seg_config(cfg))
+    write_table(curve, csv=CURVE)
+    log.info(f"done: final loss {curve.loss.iloc[-1]:.4f}, loss drop {curve_drop(curve):.1%}")
+    return {"final_loss": float(curve.loss.iloc[-1])}
+
+
+if __name__ == "__main__":
+    run_stage(train_image_model, "Train the image-level model.")

@@ -1,0 +1,101 @@
+"""Hard-region boxes from ground truth (DESIGN 1.3).
+
+One box per instance where the dataset has instance ids (Cityscapes ``labelId * 1000 + k``),
+else one per connected component of a class. Tiny ones (``min_area`` pixels) are dropped; each
+box is grown by ``context`` times its size on every side, to at least ``min_size``, and clipped.
+Boxes are made for *all* classes (a ``class_id`` column), so a new hard-class threshold only
+filters rows. Coordinates are native pixels, ``x1``/``y1`` exclusive.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from torchvision.ops import box_iou, clip_boxes_to_image
+
+from nightlab.labels import CLASS_NAMES, ID_TO_TRAINID, IGNORE, INSTANCE_CLASSES, NUM_CLASSES
+
+BOX_COLUMNS = ["class_id", "class_name", "instance", "area", "bx0", "by0", "bx1", "by1", "x0", "y0", "x1", "y1"]
+_INSTANCE_TRAIN_IDS = {CLASS_NAMES.index(n) for n in INSTANCE_CLASSES if n in CLASS_NAMES}
+
+
+def expand_boxes(tight: np.ndarray, context: float, min_size: float, h: int, w: int) -> np.ndarray:
+    """Grow (N, 4) boxes by ``context`` * size per side, to at least ``min_size``, clipped to the image."""
+    t = torch.as_tensor(tight, dtype=torch.float64).reshape(-1, 4)
+    size = (t[:, 2:] - t[:, :2])
+    half = (size * (0.5 + context)).clamp_min(min_size / 2)
+    centre = (t[:, :2] + t[:, 2:]) / 2
+    out = torch.cat([centre - half, centre + half], 1)
+    return clip_boxes_to_image(out, (h, w)).numpy()
+
+
+def _components(mask: np.ndarray, connectivity: int):
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=connectivity)
+    for s in stats[1:]:
+        x, y, bw, bh, area = (int(v) for v in s)
+        yield x, y, x + bw, y + bh, area
+
+
+def boxes_from_labels(train_ids: np.ndarray, instance_ids: np.ndarray | None, min_area: int = 12,
+                      context: float = 0.5, min_size: int = 24, connectivity: int = 8) -> pd.DataFrame:
+    h, w = train_ids.shape
+    rows = []
+    by_instance = set()
+    if instance_ids is not None:
+        ids = np.unique(instance_ids[instance_ids >= 1000])
+        for iid in ids:
+            cls = int(ID_TO_TRAINID[int(iid) // 1000])
+            if cls == IGNORE:
+                continue
+            by_instance.add(cls)
+            m = (instance_ids == iid).astype(np.uint8)
+            area = int(m.sum())
+            x, y, bw, bh = cv2.boundingRect(m)
+            rows.append((cls, int(iid), area, x, y, x + bw, y + bh))
+    for cls in range(NUM_CLASSES):
+        mask = train_ids == cls
+        if instance_ids is not None and cls in _INSTANCE_TRAIN_IDS:
+            mask &= instance_ids < 1000  # pixels of a crowd/group with no instance id: components
+        if not mask.any():
+            continue
+        for x0, y0, x1, y1, area in _components(mask, connectivity):
+            rows.append((cls, -1, area, x0, y0, x1, y1))
+    df = pd.DataFrame(rows, columns=["class_id", "instance", "area", "bx0", "by0", "bx1", "by1"])
+    df = df[df.area >= min_area].reset_index(drop=True)
+    ctx = expand_boxes(df[["bx0", "by0", "bx1", "by1"]].to_numpy(float), context, min_size, h, w)
+    df[["x0", "y0", "x1", "y1"]] = ctx if len(df) else np.zeros((0, 4))
+    df["class_name"] = [CLASS_NAMES[c] for c in df.class_id]
+    return df[BOX_COLUMNS].astype({"class_id": "int16", "instance": "int32", "area": "int32"})
+
+
+def scale_boxes(boxes, factor: float):
+    """Native <-> model resolution (``factor`` = image_scale, or 1/image_scale to go back)."""
+    return np.asarray(boxes, dtype=np.float64) * factor
+
+
+def match_to_gt(proposals, gt, iou_thresh: float) -> tuple[np.ndarray, np.ndarray]:
+    """For each proposal, its best IoU with any ground-truth box and whether it is >= the threshold."""
+    p = torch.as_tensor(np.asarray(proposals, float).reshape(-1, 4))
+    g = torch.as_tensor(np.asarray(gt, float).reshape(-1, 4))
+    if len(p) == 0 or len(g) == 0:
+        best = np.zeros(len(p))
+    else:
+        best = box_iou(p, g).max(1).values.numpy()
+    return best, best >= iou_thresh
+
+
+def recall_at_k(proposals_per_image, gts_per_image, ks=(10, 50, 100), iou_thresh: float = 0.5) -> dict:
+    """Share of ground-truth boxes matched (IoU >= thresh) by any of the top-k proposals, pooled over images."""
+    hits = {k: 0 for k in ks}
+    total = 0
+    for props, gts in zip(proposals_per_image, gts_per_image):
+        g = torch.as_tensor(np.asarray(gts, float).reshape(-1, 4))
+        total += len(g)
+        if len(g) == 0:
+            continue
+        p = torch.as_tensor(np.asarray(props, float).reshape(-1, 4))
+        for k in ks:
+            if len(p[:k]):
+                hits[k] += int((box_iou(g, p[:k]).max(1).values >= iou_thresh).sum())
+    return {k: (hits[k] / total if total else float("nan")) for k in ks}

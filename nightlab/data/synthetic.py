@@ -1,0 +1,362 @@
+"""Procedural night-city generator (DESIGN section 4).
+
+Each scene is laid out once (a trainId map, an instance map and a per-pixel albedo) and then
+rendered twice: by day (sunlight, mild noise) and by night (low ambient light, street lamps and
+headlights with glare, over-exposure near lights, sensor noise, blur). Labels are shared by the
+two renderings. Scenes are drawn in perspective, so far objects are small; poles, traffic lights
+and signs are a few pixels wide, riders sit on bicycles and motorcycles. At ``image_scale`` and
+in the dark those thin objects lose most of their pixels, while a zoomed crop of the native
+image still shows them: the effect NightLab's region model exploits.
+
+Everything is deterministic in ``(seed, split, index)``, so shards can be generated in any order.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from nightlab.labels import CLASS_IDS, INSTANCE_CLASSES, LABEL_IDS, train_ids_to_label_ids
+from nightlab.io import write_image, write_label
+
+C = CLASS_IDS
+EGO = 254  # temporary marker for the ego-vehicle hood (written as labelId 1 = ignore)
+
+# Day albedo (RGB, 0..1) per class, jittered per object.
+BASE_COLOUR = {
+    "road": (0.32, 0.30, 0.33), "sidewalk": (0.62, 0.55, 0.60), "building": (0.45, 0.42, 0.40),
+    "wall": (0.60, 0.58, 0.45), "fence": (0.55, 0.50, 0.38), "pole": (0.50, 0.50, 0.52),
+    "traffic light": (0.12, 0.12, 0.10), "traffic sign": (0.85, 0.80, 0.10),
+    "vegetation": (0.20, 0.45, 0.15), "terrain": (0.50, 0.62, 0.30), "sky": (0.55, 0.70, 0.92),
+    "person": (0.70, 0.20, 0.25), "rider": (0.20, 0.30, 0.75), "car": (0.15, 0.25, 0.55),
+    "truck": (0.30, 0.45, 0.35), "bus": (0.75, 0.65, 0.20), "train": (0.55, 0.30, 0.50),
+    "motorcycle": (0.10, 0.55, 0.60), "bicycle": (0.75, 0.35, 0.75),
+}
+
+
+@dataclass
+class Scene:
+    label: np.ndarray  # (H, W) uint8 trainIds, EGO for the hood
+    instance: np.ndarray  # (H, W) int32 Cityscapes instance ids (labelId*1000+k or labelId)
+    albedo: np.ndarray  # (H, W, 3) float32
+    lamps: list = field(default_factory=list)  # (x, y, radius, intensity, rgb) light sources
+    emissive: np.ndarray | None = None  # (H, W, 3) float32 light emitted at night
+
+
+class _Canvas:
+    def __init__(self, h: int, w: int, rng: np.random.Generator):
+        self.h, self.w, self.rng = h, w, rng
+        self.label = np.full((h, w), C["sky"], np.uint8)
+        self.albedo = np.zeros((h, w, 3), np.float32)
+        self.instance = np.zeros((h, w), np.int32)
+        self.emissive = np.zeros((h, w, 3), np.float32)
+        self.lamps: list = []
+        self._next_inst: dict[str, int] = {}
+        self._scratch = np.zeros((h, w), np.uint8)
+
+    def colour(self, cls: str, jitter: float = 0.08) -> tuple:
+        base = np.array(BASE_COLOUR[cls]) + self.rng.normal(0, jitter, 3)
+        return tuple(np.clip(base, 0.02, 0.98).tolist())
+
+    def new_instance(self, cls: str) -> int:
+        k = self._next_inst.get(cls, 0)
+        self._next_inst[cls] = k + 1
+        return LABEL_IDS[cls] * 1000 + k
+
+    def fill(self, cls: str, draw, colour=None, inst: int | None = None) -> None:
+        """``draw(mask)`` rasterises a shape into a uint8 mask; the shape then overwrites the scene."""
+        m = self._scratch
+        draw(m)
+        x, y, bw, bh = cv2.boundingRect(m)  # work inside the shape's box only: ~10x faster
+        if bw == 0:
+            return
+        box = (slice(y, y + bh), slice(x, x + bw))
+        sel = m[box] > 0
+        self.label[box][sel] = EGO if cls == "ego" else C[cls]
+        self.albedo[box][sel] = colour if colour is not None else self.colour(cls)
+        self.instance[box][sel] = inst if inst is not None else (1 if cls == "ego" else LABEL_IDS[cls])
+        self.emissive[box][sel] = 0
+        m[box] = 0
+
+    def glow(self, x: float, y: float, r: float, rgb, intensity: float = 1.0) -> None:
+        cv2.circle(self.emissive, (int(x), int(y)), max(1, int(r)), tuple(float(c) * intensity for c in rgb), -1, cv2.LINE_AA)
+
+
+def _rect(x0, y0, x1, y1):
+    return lambda m: cv2.rectangle(m, (int(x0), int(y0)), (int(x1), int(y1)), 1, -1)
+
+
+def _poly(pts):
+    return lambda m: cv2.fillPoly(m, [np.round(np.asarray(pts)).astype(np.int32)], 1)
+
+
+def layout_scene(h: int, w: int, rng: np.random.Generator) -> Scene:
+    cv = _Canvas(h, w, rng)
+    horizon = int(h * rng.uniform(0.36, 0.46))
+    vx = w * rng.uniform(0.4, 0.6)  # vanishing point x
+
+    def scale_at(y):  # apparent size factor of an object standing at image row y
+        return max(0.05, (y - horizon) / (h - horizon))
+
+    # Sky gradient by row.
+    sky = np.array(cv.colour("sky", 0.05))
+    cv.albedo[:] = sky * np.linspace(0.85, 1.1, h, dtype=np.float32)[:, None, None]
+    cv.instance[:] = LABEL_IDS["sky"]
+
+    # Buildings along the horizon, with windows that light up at night.
+    x = -rng.uniform(0, 30)
+    while x < w:
+        bw = rng.uniform(0.08, 0.22) * w
+        top = horizon - rng.uniform(0.12, 0.38) * h
+        col = cv.colour("building", 0.1)
+        cv.fill("building", _rect(x, top, x + bw, horizon + 2), col)
+        for wy in np.arange(top + 6, horizon - 6, rng.uniform(8, 14)):
+            for wx in np.arange(x + 4, x + bw - 6, rng.uniform(8, 14)):
+                if rng.random() < 0.35:
+                    cv.glow(wx + 2, wy + 2, 2, (1.0, 0.8, 0.45), rng.uniform(0.2, 0.5))
+        x += bw + rng.uniform(-5, 10)
+
+    # Trees (vegetation) in front of some buildings.
+    for _ in range(rng.integers(1, 5)):
+        tx, r = rng.uniform(0, w), rng.uniform(0.04, 0.1) * w
+        ty = horizon - rng.uniform(0, 0.1) * h
+        col = cv.colour("vegetation", 0.06)
+        cv.fill("vegetation", lambda m, tx=tx, ty=ty, r=r: cv2.ellipse(m, (int(tx), int(ty)), (int(r), int(r * 0.8)), 0, 0, 360, 1, -1), col)
+
+    # Road trapezoid, sidewalks on both sides, terrain beyond.
+    road_half_bottom = w * rng.uniform(0.3, 0.42)
+    side = w * rng.uniform(0.12, 0.2)
+    left_road = [(vx - 2, horizon), (vx + 2, horizon), (vx + road_half_bottom, h), (vx - road_half_bottom, h)]
+    cv.fill("terrain", _poly([(0, horizon), (w, horizon), (w, h), (0, h)]))
+    sw_l = [(vx - 6, horizon), (vx - 2, horizon), (vx - road_half_bottom, h), (vx - road_half_bottom - side, h)]
+    sw_r = [(vx + 2, horizon), (vx + 6, horizon), (vx + road_half_bottom + side, h), (vx + road_half_bottom, h)]
+    cv.fill("sidewalk", _poly(sw_l))
+    cv.fill("sidewalk", _poly(sw_r))
+    cv.fill("road", _poly(left_road))
+    # Lane markings are part of the road: brighter albedo, same label.
+    for t in np.linspace(0.15, 0.95, 6):
+        y0, y1 = horizon + t * (h - horizon), horizon + (t + 0.06) * (h - horizon)
+        m = np.zeros((h, w), np.uint8)
+        cv2.line(m, (int(vx), int(y0)), (int(vx), int(y1)), 1, max(1, int(3 * scale_at(y1))))
+        cv.albedo[m > 0] = (0.8, 0.8, 0.75)
+
+    def on_sidewalk(left: bool, t: float):
+        """Point at depth t in [0,1] along the outer part of a sidewalk."""
+        y = horizon + t * (h - horizon)
+        edge = vx + (-1 if left else 1) * (2 + t * (road_half_bottom - 2))
+        out = vx + (-1 if left else 1) * (6 + t * (road_half_bottom + side - 6))
+        return edge + rng.uniform(0.3, 0.8) * (out - edge), y
+
+    # Walls and fences along the outer sidewalk edges.
+    for left in (True, False):
+        for cls in ("wall", "fence"):
+            if rng.random() < 0.6:
+                t0, t1 = sorted(rng.uniform(0.05, 0.9, 2))
+                xs = [vx + (-1 if left else 1) * (6 + t * (road_half_bottom + side - 6)) for t in (t0, t1)]
+                ys = [horizon + t * (h - horizon) for t in (t0, t1)]
+                hgt = [(0.12 if cls == "wall" else 0.09) * h * scale_at(y) + 2 for y in ys]
+                col = cv.colour(cls)
+                cv.fill(cls, _poly([(xs[0], ys[0]), (xs[1], ys[1]), (xs[1], ys[1] - hgt[1]), (xs[0], ys[0] - hgt[0])]), col)
+                if cls == "fence":  # slats: the same label, darker gaps
+                    for k in range(8):
+                        u = k / 8
+                        px, py = xs[0] + u * (xs[1] - xs[0]), ys[0] + u * (ys[1] - ys[0])
+                        cv2.line(cv.albedo, (int(px), int(py)), (int(px), int(py - hgt[0])), (0.2, 0.18, 0.1), 1)
+
+    objects = []  # (depth_y, draw_fn): drawn far to near
+    n_lamps = rng.integers(2, 5)
+    for _ in range(rng.integers(4, 9)):  # poles, some carrying lights, signs or lamps
+        left = rng.random() < 0.5
+        px, py = on_sidewalk(left, rng.uniform(0.1, 1.0))
+        kind = rng.choice(["light", "sign", "lamp", "plain"], p=[0.35, 0.35, 0.2, 0.1])
+        objects.append((py, lambda px=px, py=py, kind=kind: _pole(cv, px, py, scale_at(py), kind, h)))
+    for _ in range(n_lamps):  # extra street lamps give the night scene its light pools
+        left = rng.random() < 0.5
+        px, py = on_sidewalk(left, rng.uniform(0.2, 0.9))
+        objects.append((py, lambda px=px, py=py: _pole(cv, px, py, scale_at(py), "lamp", h)))
+
+    lane = lambda t, off: vx + off * t * road_half_bottom  # noqa: E731
+    for _ in range(rng.integers(1, 5)):  # cars, trucks, buses, sometimes a tram (train)
+        t = rng.uniform(0.15, 0.95)
+        cls = rng.choice(["car", "truck", "bus", "train"], p=[0.6, 0.15, 0.15, 0.1])
+        y = horizon + t * (h - horizon)
+        x = lane(t, rng.uniform(-0.7, 0.7))
+        objects.append((y, lambda x=x, y=y, cls=cls: _vehicle(cv, x, y, scale_at(y), cls, h)))
+    for _ in range(rng.integers(1, 6)):  # pedestrians on sidewalks
+        left = rng.random() < 0.5
+        px, py = on_sidewalk(left, rng.uniform(0.1, 1.0))
+        objects.append((py, lambda px=px, py=py: _person(cv, px, py, scale_at(py), h)))
+    for _ in range(rng.integers(1, 4)):  # riders on bicycles or motorcycles, on the road edge
+        t = rng.uniform(0.15, 1.0)
+        y = horizon + t * (h - horizon)
+        x = lane(t, rng.choice([-0.85, 0.85]) + rng.uniform(-0.1, 0.1))
+        cls = rng.choice(["bicycle", "motorcycle"])
+        ridden = rng.random() < 0.8
+        objects.append((y, lambda x=x, y=y, cls=cls, ridden=ridden: _two_wheeler(cv, x, y, scale_at(y), cls, ridden, h)))
+
+    for _, draw in sorted(objects, key=lambda o: o[0]):
+        draw()
+
+    hood = int(h * rng.uniform(0.03, 0.07))  # ego-vehicle hood: ignored in evaluation
+    cv.fill("ego", lambda m: cv2.ellipse(m, (w // 2, h + hood), (int(w * 0.7), 2 * hood), 0, 180, 360, 1, -1), (0.05, 0.05, 0.06))
+    return Scene(cv.label, cv.instance, cv.albedo, cv.lamps, cv.emissive)
+
+
+def _pole(cv: _Canvas, x, y, s, kind, h):
+    height = (0.55 if kind == "lamp" else 0.42) * h * s + 6
+    width = max(1.0, 3.0 * s + 0.5)
+    top = y - height
+    cv.fill("pole", _rect(x - width / 2, top, x + width / 2, y))
+    if kind == "light":
+        lw, lh = max(2, 5 * s + 1), max(4, 12 * s + 2)
+        cv.fill("traffic light", _rect(x - lw / 2, top - lh, x + lw / 2, top))
+        lamp = cv.rng.integers(0, 3)
+        ly = top - lh + (lamp + 0.5) * lh / 3
+        cv.glow(x, ly, max(1, lw / 3), [(1, 0.15, 0.1), (1, 0.75, 0.1), (0.2, 1, 0.4)][lamp], 1.0)
+    elif kind == "sign":
+        r = max(2.0, 6 * s + 1)
+        shape = cv.rng.integers(0, 2)
+        if shape == 0:
+            cv.fill("traffic sign", lambda m: cv2.circle(m, (int(x), int(top)), int(r), 1, -1))
+        else:
+            cv.fill("traffic sign", _rect(x - r, top - r, x + r, top + r * 0.6))
+    elif kind == "lamp":
+        arm = 10 * s + 3
+        cv.fill("pole", _rect(x, top, x + arm, top + width))
+        cv.lamps.append((x + arm, top + 2, 0.18 * h * s + 10, cv.rng.uniform(0.5, 1.0), (1.0, 0.85, 0.6)))
+        cv.glow(x + arm, top + 2, 2 * s + 1.5, (1.0, 0.9, 0.7), 1.5)
+
+
+def _vehicle(cv: _Canvas, x, y, s, cls, h):
+    dims = {"car": (0.18, 0.1), "truck": (0.24, 0.18), "bus": (0.32, 0.2), "train": (0.5, 0.2)}[cls]
+    vw, vh = dims[0] * h * 2 * s + 4, dims[1] * h * s * 1.6 + 3
+    inst = cv.new_instance(cls)
+    col = cv.colour(cls, 0.12)
+    x0, x1, y0 = x - vw / 2, x + vw / 2, y - vh
+    if cls == "car":
+        cv.fill(cls, _poly([(x0, y), (x1, y), (x1, y0 + vh * 0.45), (x1 - vw * 0.2, y0), (x0 + vw * 0.2, y0), (x0, y0 + vh * 0.45)]), col, inst)
+    else:
+        cv.fill(cls, _rect(x0, y0, x1, y), col, inst)
+    # windows (same label, dark glass)
+    wy0, wy1 = y0 + vh * 0.15, y0 + vh * 0.45
+    cv2.rectangle(cv.albedo, (int(x0 + vw * 0.25), int(wy0)), (int(x1 - vw * 0.25), int(wy1)), (0.08, 0.1, 0.12), -1)
+    # head or tail lights: bright at night
+    r = max(1, 2.5 * s + 0.5)
+    front = cv.rng.random() < 0.5
+    rgb = (1.0, 0.95, 0.85) if front else (1.0, 0.1, 0.05)
+    for lx in (x0 + vw * 0.12, x1 - vw * 0.12):
+        cv.glow(lx, y - vh * 0.3, r, rgb, 1.2)
+        if front:
+            cv.lamps.append((lx, y - vh * 0.3, 0.12 * h * s + 6, 0.5, rgb))
+
+
+def _person(cv: _Canvas, x, y, s, h):
+    ph = 0.3 * h * s + 6
+    pw = max(2, ph * 0.28)
+    inst = cv.new_instance("person")
+    col = cv.colour("person", 0.15)
+    cv.fill("person", lambda m: (cv2.rectangle(m, (int(x - pw / 2), int(y - ph * 0.82)), (int(x + pw / 2), int(y)), 1, -1),
+                                 cv2.circle(m, (int(x), int(y - ph * 0.88)), max(1, int(pw * 0.4)), 1, -1)), col, inst)
+
+
+def _two_wheeler(cv: _Canvas, x, y, s, cls, ridden, h):
+    length = 0.16 * h * s + 5
+    r = max(1, int(length * 0.22))
+    inst = cv.new_instance(cls)
+    col = cv.colour(cls, 0.1)
+    thick = max(1, int(1.2 * s + 0.5))
+    x0, x1 = x - length / 2 + r, x + length / 2 - r
+    wy = y - r
+
+    def draw(m):
+        cv2.circle(m, (int(x0), int(wy)), r, 1, thick if cls == "bicycle" else -1)
+        cv2.circle(m, (int(x1), int(wy)), r, 1, thick if cls == "bicycle" else -1)
+        if cls == "bicycle":
+            cv2.line(m, (int(x0), int(wy)), (int(x), int(wy - r * 1.2)), 1, thick)
+            cv2.line(m, (int(x1), int(wy)), (int(x), int(wy - r * 1.2)), 1, thick)
+            cv2.line(m, (int(x1), int(wy)), (int(x1), int(wy - r * 1.8)), 1, thick)
+        else:
+            cv2.rectangle(m, (int(x0), int(wy - r * 1.5)), (int(x1), int(wy - r * 0.2)), 1, -1)
+
+    cv.fill(cls, draw, col, inst)
+    if cls == "motorcycle":
+        cv.glow(x1 + r * 0.6, wy - r, max(1, r * 0.35), (1.0, 0.95, 0.8), 1.0)
+    if ridden:
+        rh = 0.22 * h * s + 4
+        rw = max(2, rh * 0.35)
+        rinst = cv.new_instance("rider")
+        rcol = cv.colour("rider", 0.15)
+        cv.fill("rider", lambda m: (cv2.rectangle(m, (int(x - rw / 2), int(wy - r - rh * 0.8)), (int(x + rw / 2), int(wy - r * 0.6)), 1, -1),
+                                    cv2.circle(m, (int(x), int(wy - r - rh * 0.9)), max(1, int(rw * 0.45)), 1, -1)), rcol, rinst)
+
+
+def render(scene: Scene, night: bool, rng: np.random.Generator) -> np.ndarray:
+    """Render the scene's albedo under day or night lighting; returns RGB uint8."""
+    h, w = scene.label.shape
+    if not night:
+        light = rng.uniform(0.85, 1.1)
+        img = scene.albedo * light + 0.012 * rng.standard_normal(scene.albedo.shape, dtype=np.float32)
+        img = cv2.GaussianBlur(img, (0, 0), 0.5)
+        return (np.clip(img, 0, 1) ** (1 / 1.1) * 255 + 0.5).astype(np.uint8)
+
+    # Light map: low ambient plus Gaussian pools around lamps and headlights (computed at 1/4 res).
+    sh, sw = max(1, h // 4), max(1, w // 4)
+    yy, xx = np.mgrid[0:sh, 0:sw].astype(np.float32) * 4
+    ambient = rng.uniform(0.02, 0.05)
+    lightmap = np.full((sh, sw, 3), ambient, np.float32)
+    lightmap[: int(sh * 0.45)] += 0.01  # sky glow over the city
+    for lx, ly, rad, inten, rgb in scene.lamps:
+        pool = inten * np.exp(-((xx - lx) ** 2 + ((yy - ly) * 0.7) ** 2) / (2 * rad**2))
+        lightmap += pool[..., None] * np.asarray(rgb, np.float32)
+    lightmap = cv2.resize(lightmap, (w, h), interpolation=cv2.INTER_LINEAR)
+    img = scene.albedo * lightmap
+    # Sky at night is dark blue-grey, not a lit albedo.
+    sky = scene.label == C["sky"]
+    img[sky] = np.asarray((0.03, 0.035, 0.06), np.float32) + 0.4 * img[sky] * 0.1
+    emis = scene.emissive
+    glare = cv2.GaussianBlur(emis, (0, 0), 3.0) * 1.0 + cv2.GaussianBlur(emis, (0, 0), 9.0) * 0.6
+    img = img + emis * 1.5 + glare
+    img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.6, 1.1))  # defocus / motion blur
+    # Sensor noise: shot noise grows with signal, read noise is constant; then exposure gain.
+    img = img + rng.standard_normal(img.shape, dtype=np.float32) * (0.02 + 0.05 * np.sqrt(np.clip(img, 0, None)))
+    gain = rng.uniform(1.0, 1.5)
+    img = np.clip(img * gain, 0, 1) ** (1 / 1.5)  # over-exposure clips near lights
+    return (img * 255 + 0.5).astype(np.uint8)
+
+
+def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(split.encode()), index])
+
+
+def scene_name(split: str, index: int) -> str:
+    return f"synth_{split}_{index:05d}"
+
+
+def generate_scene(out: Path, split: str, index: int, seed: int, h: int, w: int) -> list[dict]:
+    """Lay out one scene, render it by day and night, write both in the Cityscapes layout.
+
+    Returns the manifest rows (paths relative to ``out``).
+    """
+    rng = scene_rng(seed, split, index)
+    scene = layout_scene(h, w, rng)
+    label_ids = train_ids_to_label_ids(scene.label)
+    label_ids[scene.label == EGO] = LABEL_IDS["ego vehicle"]
+    inst = scene.instance.astype(np.uint16)
+    rows = []
+    for domain in ("day", "night"):
+        name = f"{scene_name(split, index)}_{domain}"
+        img_rel = Path("leftImg8bit") / split / domain / f"{name}_leftImg8bit.png"
+        lab_rel = Path("gtFine") / split / domain / f"{name}_gtFine_labelIds.png"
+        ins_rel = Path("gtFine") / split / domain / f"{name}_gtFine_instanceIds.png"
+        write_image(out / img_rel, render(scene, domain == "night", rng))
+        write_label(out / lab_rel, label_ids)
+        write_label(out / ins_rel, inst)
+        rows.append(dict(split=split, domain=domain, image=str(img_rel), label=str(lab_rel), instance=str(ins_rel),
+                         height=h, width=w, source="synthetic", encoding="labelIds"))
+    return rows
+
+
+assert INSTANCE_CLASSES >= {"person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle"}

@@ -1,0 +1,130 @@
+"""File I/O with two rules: errors name the file and the problem, and outputs appear atomically.
+
+Every writer goes through :func:`atomic_path`: the content is written to a temporary sibling
+and renamed into place only when complete, so a killed stage never leaves a half-written
+file (or directory) that looks finished.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file and the problem."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, is_dir: bool = False):
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success, delete on error."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    if is_dir:
+        tmp.mkdir()
+    try:
+        yield tmp
+        if is_dir and path.exists():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+        raise
+
+
+def write_json(path: str | Path, obj) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | Path):
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON: {err}") from None
+
+
+def write_table(df: pd.DataFrame, parquet: str | Path | None = None, csv: str | Path | None = None) -> None:
+    if parquet is not None:
+        with atomic_path(parquet) as tmp:
+            df.to_parquet(tmp, index=False)
+    if csv is not None:
+        with atomic_path(csv) as tmp:
+            df.to_csv(tmp, index=False, float_format="%.6g")
+
+
+def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        df = pd.read_parquet(path)
+    except Exception as err:  # pyarrow raises several types for a corrupt file
+        raise DataError(f"{path}: not a readable parquet table: {err}") from None
+    missing = [c for c in (columns or []) if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing columns {missing}")
+    return df
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an 8-bit colour image as RGB (H, W, 3)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: image file not found")
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise DataError(f"{path}: cannot decode image (corrupt or not an image)")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def read_label(path: str | Path, dtype=np.uint8) -> np.ndarray:
+    """Read a single-channel label PNG unchanged (8- or 16-bit)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: label file not found")
+    lab = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if lab is None:
+        raise DataError(f"{path}: cannot decode label PNG (corrupt or not an image)")
+    if lab.ndim == 3:
+        # Some tools save grey labels as 3 identical channels; anything else is not a label map.
+        if not (np.array_equal(lab[..., 0], lab[..., 1]) and np.array_equal(lab[..., 0], lab[..., 2])):
+            raise DataError(f"{path}: label PNG has {lab.shape[2]} differing channels, expected one")
+        lab = lab[..., 0]
+    if dtype is None:
+        return lab
+    dtype = np.dtype(dtype)
+    if lab.dtype != dtype and lab.size and np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        lo, hi = int(lab.min()), int(lab.max())
+        if lo < info.min or hi > info.max:  # astype would silently wrap (e.g. 16-bit instance ids to uint8)
+            raise DataError(f"{path}: label values {lo}..{hi} ({lab.dtype}) do not fit {dtype}")
+    return lab.astype(dtype, copy=False)
+
+
+def write_image(path: str | Path, rgb: np.ndarray) -> None:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        ok, buf = cv2.imencode(path.suffix or ".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb)
+        if not ok:
+            raise DataError(f"{path}: could not encode image")
+        tmp.write_bytes(buf.tobytes())
+
+
+def write_label(path: str | Path, label: np.ndarray) -> None:
+    """Write a single-channel uint8 or uint16 PNG."""
+    write_image(path, label)

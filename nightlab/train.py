@@ -1,0 +1,134 @@
+"""One training loop for the image and the region model (torchvision references style).
+
+Iteration-based with a poly learning rate; a checkpoint dict ``{model, optimizer, lr_scheduler,
+epoch, iter, params}`` every ``ckpt_every`` iterations (written atomically), and resume from it
+after a kill. Data order and augmentation are seeded by (seed, epoch, index), so a resumed run
+ends with the same weights as an uninterrupted one on CPU.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from nightlab.io import atomic_path, write_table
+
+CKPT_NAME = "checkpoint.pt"
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda was asked for but no GPU is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def poly_lr(optimizer, total_iters: int, power: float):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: (1 - min(it, total_iters) / total_iters) ** power)
+
+
+def _loader(dataset: Dataset, batch_size: int, epoch: int, seed: int, workers: int) -> DataLoader:
+    dataset.set_epoch(epoch)
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=g, drop_last=len(dataset) >= batch_size,
+                      num_workers=workers, persistent_workers=False)
+
+
+def save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, it: int, params: dict, log: list) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "lr_scheduler": scheduler.state_dict(), "epoch": epoch, "iter": it, "params": params,
+                    "log": log}, tmp)
+
+
+def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, device, start_iter: int, end_iter: int,
+                    skip: int = 0, amp: bool = False, on_step=None) -> int:
+    """Run batches until the epoch or ``end_iter`` ends; returns the iteration reached.
+
+    ``loss_fn(model, x, y) -> loss``; ``on_step(it, loss, lr)`` is called after each step.
+    """
+    model.train()
+    it = start_iter
+    for b, (x, y) in enumerate(loader):
+        if b < skip:  # resuming mid-epoch: these batches were already trained on
+            continue
+        if it >= end_iter:
+            break
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+            loss = loss_fn(model, x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        it += 1
+        if on_step:
+            on_step(it, loss.item(), scheduler.get_last_lr()[0])
+    return it
+
+
+def fit(model, dataset: Dataset, loss_fn, cfg, out_dir: str | Path, seed: int, device: torch.device,
+        params: dict, desc: str = "train", stop_after: int | None = None) -> pd.DataFrame:
+    """Train ``model`` for ``cfg.iters`` iterations (a TrainConfig), resuming from ``out_dir``.
+
+    ``stop_after`` ends the run early after that many iterations (tests use it to simulate a kill).
+    Returns the training curve (iter, epoch, loss, lr, it_per_s, elapsed_s).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = poly_lr(optimizer, cfg.iters, cfg.poly_power)
+    it, log = 0, []
+    ckpt_path = out_dir / CKPT_NAME
+    if ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        if ckpt.get("params") == params:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["lr_scheduler"])
+            it, log = ckpt["iter"], list(ckpt["log"])
+            tqdm.write(f"{desc}: resuming from {ckpt_path} at iteration {it}")
+        else:
+            tqdm.write(f"{desc}: {ckpt_path} was written with other params; starting over")
+    batches = max(1, len(dataset) // cfg.batch_size)  # per epoch (drop_last), fixed: epoch = it // batches
+    end = cfg.iters if stop_after is None else min(cfg.iters, stop_after)
+    t0, n0 = time.perf_counter(), it
+    bar = tqdm(total=cfg.iters, initial=it, desc=desc, dynamic_ncols=True, mininterval=1.0)
+
+    def on_step(i, loss, lr):
+        rate = (i - n0) / max(time.perf_counter() - t0, 1e-9)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", its=f"{rate:.2f}")
+        if i % cfg.log_every == 0 or i == cfg.iters:
+            log.append(dict(iter=i, epoch=(i - 1) // batches, loss=loss, lr=lr, it_per_s=rate))
+        if i % cfg.ckpt_every == 0 or i == end:
+            save_checkpoint(ckpt_path, model, optimizer, scheduler, i // batches, i, params, log)
+
+    while it < end:
+        epoch, skip = divmod(it, batches)  # skip: batches of this epoch trained before a resume
+        loader = _loader(dataset, cfg.batch_size, epoch, seed, cfg.workers)
+        it = train_one_epoch(model, loader, optimizer, scheduler, loss_fn, device, it, end, skip, cfg.amp, on_step)
+    bar.close()
+    curve = pd.DataFrame(log, columns=["iter", "epoch", "loss", "lr", "it_per_s"])
+    write_table(curve, csv=out_dir / "train_log.csv")
+    return curve
+
+
+def curve_drop(curve: pd.DataFrame) -> float:
+    """Relative loss drop from the first to the last logged tenth (a sanity figure for logs)."""
+    if len(curve) < 2:
+        return math.nan
+    k = max(1, len(curve) // 10)
+    return 1 - curve.loss.tail(k).mean() / curve.loss.head(k).mean()

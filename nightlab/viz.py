@@ -1,0 +1,98 @@
+"""Figures: sample grids, bar plots and qualitative panels (matplotlib, Agg backend)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from nightlab.io import atomic_path, write_image  # noqa: E402
+from nightlab.labels import CLASS_NAMES, IGNORE, colorize  # noqa: E402
+
+
+def save_fig(fig, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format=Path(path).suffix.lstrip(".") or "png")
+    plt.close(fig)
+
+
+def overlay(image: np.ndarray, train_ids: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    col = colorize(train_ids).astype(np.float32)
+    out = image.astype(np.float32) * (1 - alpha) + col * alpha
+    out[train_ids == IGNORE] = image[train_ids == IGNORE]
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def draw_boxes(image: np.ndarray, boxes, colour=(255, 255, 0), thickness: int = 1) -> np.ndarray:
+    out = np.ascontiguousarray(image.copy())
+    for x0, y0, x1, y1 in np.asarray(boxes, dtype=float).reshape(-1, 4):
+        cv2.rectangle(out, (int(x0), int(y0)), (int(x1), int(y1)), colour, thickness)
+    return out
+
+
+def tile(rows: list[list[np.ndarray]], height: int = 128) -> np.ndarray:
+    """Resize every panel to a common height and tile them row by row."""
+    def fit(a):
+        a = a if a.ndim == 3 else colorize(a)
+        w = int(round(a.shape[1] * height / a.shape[0]))
+        return cv2.resize(a, (w, height), interpolation=cv2.INTER_NEAREST)
+    lines = [np.concatenate([fit(a) for a in r], 1) for r in rows]
+    width = max(line.shape[1] for line in lines)
+    lines = [np.pad(line, ((0, 0), (0, width - line.shape[1]), (0, 0))) for line in lines]
+    return np.concatenate(lines, 0)
+
+
+def save_grid(path: str | Path, rows: list[list[np.ndarray]], height: int = 128) -> None:
+    write_image(path, tile(rows, height))
+
+
+def plot_class_frequency(freq: pd.DataFrame, path: str | Path) -> None:
+    fig, ax = plt.subplots(figsize=(11, 4))
+    groups = list(freq.groupby(["split", "domain"]))
+    width = 0.8 / max(len(groups), 1)
+    x = np.arange(len(CLASS_NAMES))
+    for i, ((split, domain), g) in enumerate(groups):
+        ax.bar(x + i * width, g.sort_values("class_id").frequency, width, label=f"{split}/{domain}")
+    ax.set_yscale("log")
+    ax.set_xticks(x + 0.4 - width / 2, CLASS_NAMES, rotation=60, ha="right")
+    ax.set_ylabel("pixel frequency")
+    ax.set_title("Class pixel frequency per split and domain")
+    ax.legend()
+    save_fig(fig, path)
+
+
+def plot_grouped_iou(table: pd.DataFrame, columns: list[str], path: str | Path, title: str,
+                     highlight: list[str] | None = None) -> None:
+    """Grouped bars of per-class IoU; ``table`` has a class_name column and one column per variant."""
+    fig, ax = plt.subplots(figsize=(12, 4))
+    x = np.arange(len(table))
+    width = 0.8 / len(columns)
+    for i, c in enumerate(columns):
+        ax.bar(x + i * width, table[c].fillna(0) * 100, width, label=c)
+    ax.set_xticks(x + 0.4 - width / 2, table.class_name, rotation=60, ha="right")
+    for lab in ax.get_xticklabels():
+        if highlight and lab.get_text() in highlight:
+            lab.set_fontweight("bold")
+            lab.set_color("crimson")
+    ax.set_ylabel("IoU (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.legend(ncol=len(columns))
+    save_fig(fig, path)
+
+
+def plot_curve(df: pd.DataFrame, x: str, ys: list[str], path: str | Path, title: str, logy: bool = False) -> None:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for y in ys:
+        ax.plot(df[x], df[y], label=y)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(x)
+    ax.set_title(title)
+    ax.legend()
+    save_fig(fig, path)

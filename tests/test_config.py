@@ -1,0 +1,175 @@
+"""nightlab.config: defaults parse, bad values are refused with their dotted key and bound."""
+from __future__ import annotations
+
+import pydantic
+import pytest
+import yaml
+
+from nightlab.config import DATASET_KINDS, ConfigError, Params, load_params, parse_params
+
+
+def nested(dotted: str, value) -> dict:
+    out: dict = {}
+    cur = out
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        cur = cur.setdefault(p, {})
+    cur[parts[-1]] = value
+    return out
+
+
+def test_defaults_parse():
+    p = parse_params({})
+    assert isinstance(p, Params)
+    assert p == parse_params(None)
+    assert p.data.kind == "synthetic"
+    assert p.hard_classes.threshold == 0.5
+    assert p.boxes.min_area == 12
+    assert p.image_model.backbone == "resnet18"
+    assert p.data.splits == ("train", "val")
+    assert p.region_model.train.iters == 800  # the region model has its own training defaults
+    assert p.image_model.train.iters == 600
+
+
+def test_load_params_file_overrides_and_empty_file(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text(yaml.safe_dump({"seed": 3, "hard_classes": {"threshold": 0.3},
+                                 "data": {"kind": "cityscapes", "root": "/x", "synthetic": {"height": 128}}}))
+    p = load_params(f)
+    assert p.seed == 3
+    assert p.hard_classes.threshold == 0.3
+    assert p.data.kind == "cityscapes" and p.data.root == "/x"
+    assert p.data.synthetic.height == 128
+    assert p.data.synthetic.width == 512  # untouched sibling keeps its default
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert load_params(empty) == parse_params({})
+
+
+def test_params_are_frozen():
+    p = parse_params({})
+    with pytest.raises(pydantic.ValidationError):
+        p.hard_classes.threshold = 0.9
+
+
+@pytest.mark.parametrize("key, value, bound", [
+    ("hard_classes.threshold", 1.7, "1"),
+    ("hard_classes.threshold", -0.1, "0"),
+    ("boxes.min_area", -3, "0"),
+    ("boxes.connectivity", 6, "8"),
+    ("data.synthetic.height", -5, "64"),
+    ("data.synthetic.width", 10_000, "4096"),
+    ("image_model.image_scale", 0.0, "0"),
+    ("image_model.train.lr", -1.0, "0"),
+    ("region_model.region_size", 8, "16"),
+    ("merge.max_regions", 5000, "1000"),
+    ("seed", -1, "0"),
+])
+def test_bad_values_name_key_and_bound(key, value, bound):
+    with pytest.raises(ConfigError) as exc:
+        parse_params(nested(key, value))
+    msg = str(exc.value)
+    assert key in msg
+    assert repr(value) in msg  # the offending value is shown
+    assert bound in msg.split(key, 1)[1]  # the bound is stated on the key's line
+
+
+def test_threshold_message_exact_shape(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("hard_classes:\n  threshold: 1.7\n")
+    with pytest.raises(ConfigError) as exc:
+        load_params(f)
+    msg = str(exc.value)
+    assert str(f) in msg  # names the file
+    line = next(ln for ln in msg.splitlines() if "hard_classes.threshold" in ln)
+    assert "1.7" in line and "less than or equal to 1" in line
+
+
+def test_unknown_dataset_kind_lists_allowed_kinds():
+    with pytest.raises(ConfigError) as exc:
+        parse_params({"data": {"kind": "kitti"}})
+    msg = str(exc.value)
+    assert "data.kind" in msg and "kitti" in msg
+    for kind in DATASET_KINDS:
+        assert kind in msg
+
+
+@pytest.mark.parametrize("kind", DATASET_KINDS)
+def test_every_dataset_kind_accepted(kind):
+    assert parse_params({"data": {"kind": kind}}).data.kind == kind
+
+
+@pytest.mark.parametrize("key", ["image_model.backbone", "region_model.backbone", "rdn.backbone"])
+def test_unknown_timm_backbone_refused(key):
+    with pytest.raises(ConfigError) as exc:
+        parse_params(nested(key, "resnet_doesnotexist"))
+    msg = str(exc.value)
+    assert key in msg
+    assert "resnet_doesnotexist" in msg and "timm" in msg
+
+
+def test_known_timm_backbone_accepted():
+    assert parse_params({"image_model": {"backbone": "resnet34"}}).image_model.backbone == "resnet34"
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"hard_clases": {"threshold": 0.4}}, "hard_clases"),  # typo at top level
+    ({"boxes": {"min_aera": 3}}, "boxes.min_aera"),  # typo in a section
+    ({"image_model": {"train": {"iter": 5}}}, "image_model.train.iter"),  # typo two levels down
+])
+def test_unknown_key_refused(data, key):
+    with pytest.raises(ConfigError) as exc:
+        parse_params(data)
+    msg = str(exc.value)
+    assert key in msg
+    assert "not permitted" in msg
+
+
+def test_rdn_iou_order_refused():
+    with pytest.raises(ConfigError, match="bg_iou_thresh must be <= fg_iou_thresh"):
+        parse_params({"rdn": {"fg_iou_thresh": 0.3, "bg_iou_thresh": 0.6}})
+
+
+def test_bad_list_element_reports_index_and_value():
+    with pytest.raises(ConfigError) as exc:
+        parse_params({"image_model": {"train": {"domains": ["night", "dusk"]}}})
+    line = next(ln for ln in str(exc.value).splitlines() if "image_model.train.domains.1" in ln)
+    assert "'dusk'" in line
+
+
+def test_all_errors_reported_at_once():
+    with pytest.raises(ConfigError) as exc:
+        parse_params({"hard_classes": {"threshold": 2.0}, "boxes": {"min_area": -1}})
+    msg = str(exc.value)
+    assert "hard_classes.threshold" in msg and "boxes.min_area" in msg
+
+
+def test_missing_params_file(tmp_path):
+    f = tmp_path / "nope" / "params.yaml"
+    with pytest.raises(ConfigError) as exc:
+        load_params(f)
+    assert str(f) in str(exc.value) and "not found" in str(exc.value)
+
+
+def test_invalid_yaml_names_file(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("data:\n  kind: [synthetic\n")
+    with pytest.raises(ConfigError) as exc:
+        load_params(f)
+    assert str(f) in str(exc.value) and "YAML" in str(exc.value)
+
+
+def test_non_mapping_top_level_names_file(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError) as exc:
+        load_params(f)
+    assert str(f) in str(exc.value) and "mapping" in str(exc.value)
+
+
+def test_binary_params_file_names_file(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_bytes(b"\xff\xfe\x00\x81garbage")
+    with pytest.raises(ConfigError) as exc:
+        load_params(f)
+    assert str(f) in str(exc.value)
