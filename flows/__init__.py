@@ -9,3 +9,5 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(Path.cwd() / ".prefect-cache" / "results"))
 os.environ.setdefault("PREFECT_LOGGING_LOG_PRINTS", "true")
 os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "false")
+# A loaded 2-core machine can need more than the default 20 s to start the temporary server.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")

@@ -22,7 +22,7 @@ _INSTANCE_TRAIN_IDS = {CLASS_NAMES.index(n) for n in INSTANCE_CLASSES if n in CL
 
 def expand_boxes(tight: np.ndarray, context: float, min_size: float, h: int, w: int) -> np.ndarray:
     """Grow (N, 4) boxes by ``context`` * size per side, to at least ``min_size``, clipped to the image."""
-    t = torch.as_tensor(tight, dtype=torch.float64).reshape(-1, 4)
+    t = torch.tensor(np.asarray(tight), dtype=torch.float64).reshape(-1, 4)
     size = (t[:, 2:] - t[:, :2])
     half = (size * (0.5 + context)).clamp_min(min_size / 2)
     centre = (t[:, :2] + t[:, 2:]) / 2
@@ -76,8 +76,8 @@ def scale_boxes(boxes, factor: float):
 
 def match_to_gt(proposals, gt, iou_thresh: float) -> tuple[np.ndarray, np.ndarray]:
     """For each proposal, its best IoU with any ground-truth box and whether it is >= the threshold."""
-    p = torch.as_tensor(np.asarray(proposals, float).reshape(-1, 4))
-    g = torch.as_tensor(np.asarray(gt, float).reshape(-1, 4))
+    p = torch.tensor(np.asarray(proposals, float).reshape(-1, 4))
+    g = torch.tensor(np.asarray(gt, float).reshape(-1, 4))
     if len(p) == 0 or len(g) == 0:
         best = np.zeros(len(p))
     else:
@@ -90,12 +90,21 @@ def recall_at_k(proposals_per_image, gts_per_image, ks=(10, 50, 100), iou_thresh
     hits = {k: 0 for k in ks}
     total = 0
     for props, gts in zip(proposals_per_image, gts_per_image):
-        g = torch.as_tensor(np.asarray(gts, float).reshape(-1, 4))
+        g = torch.tensor(np.asarray(gts, float).reshape(-1, 4))
         total += len(g)
         if len(g) == 0:
             continue
-        p = torch.as_tensor(np.asarray(props, float).reshape(-1, 4))
+        p = torch.tensor(np.asarray(props, float).reshape(-1, 4))
         for k in ks:
             if len(p[:k]):
                 hits[k] += int((box_iou(g, p[:k]).max(1).values >= iou_thresh).sum())
     return {k: (hits[k] / total if total else float("nan")) for k in ks}
+
+
+def boxes_for(boxes: pd.DataFrame, manifest, class_ids=None) -> pd.DataFrame:
+    """The boxes of a manifest subset (from ``Manifest.select``), ``sample`` renumbered to its rows."""
+    pos = {int(r): i for i, r in enumerate(manifest.df.row)}
+    out = boxes[boxes["sample"].isin(pos)]
+    if class_ids is not None:
+        out = out[out.class_id.isin(list(class_ids))]
+    return out.assign(sample=out["sample"].map(pos)).reset_index(drop=True)

@@ -119,11 +119,7 @@ class RdnConfig(_Strict):
     nms_thresh: float = Field(0.7, gt=0.0, le=1.0)
     fg_iou_thresh: float = Field(0.5, gt=0.0, le=1.0)
     bg_iou_thresh: float = Field(0.3, ge=0.0, le=1.0)
-    iters: int = Field(400, ge=1)
-    batch_size: int = Field(4, ge=1)
-    lr: float = Field(5e-3, gt=0.0, le=10.0)
-    weight_decay: float = Field(1e-4, ge=0.0, le=1.0)
-    ckpt_every: int = Field(100, ge=1)
+    train: TrainConfig = TrainConfig(iters=400, batch_size=4, lr=5e-3, ckpt_every=100)
 
     @field_validator("backbone")
     @classmethod

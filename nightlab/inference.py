@@ -43,3 +43,15 @@ def region_probs(model, image: np.ndarray, boxes, size: int, device, batch_size:
         for b, p in zip(chunk, probs):
             out.append(F.interpolate(p[None], size=(b[3] - b[1], b[2] - b[0]), mode="bilinear", align_corners=False)[0])
     return out
+
+
+@torch.inference_mode()
+def propose(rdn, images: list[np.ndarray], scale: float, device, top_n: int | None = None):
+    """RDN proposals for each image, in native pixels, sorted by objectness: [(boxes (K,4), scores (K,))]."""
+    out = []
+    for image in images:
+        small, _ = resize_pair(image, None, scale)
+        boxes, scores, _ = rdn(to_tensor(small)[None].to(device))
+        b, s = boxes[0].cpu().double().numpy() / scale, scores[0].cpu().double().numpy()
+        out.append((b[:top_n], s[:top_n]) if top_n else (b, s))
+    return out

@@ -38,11 +38,22 @@ def poly_lr(optimizer, total_iters: int, power: float):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: (1 - min(it, total_iters) / total_iters) ** power)
 
 
-def _loader(dataset: Dataset, batch_size: int, epoch: int, seed: int, workers: int) -> DataLoader:
+def _loader(dataset: Dataset, batch_size: int, epoch: int, seed: int, workers: int, collate_fn=None) -> DataLoader:
     dataset.set_epoch(epoch)
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=g, drop_last=len(dataset) >= batch_size,
-                      num_workers=workers, persistent_workers=False)
+                      num_workers=workers, persistent_workers=False, collate_fn=collate_fn)
+
+
+def to_device(obj, device):
+    """Tensors, and lists/dicts of them (detection targets), moved to ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(v, device) for v in obj)
+    return obj
 
 
 def save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, it: int, params: dict, log: list) -> None:
@@ -65,7 +76,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, device, start_
             continue
         if it >= end_iter:
             break
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = to_device(x, device), to_device(y, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
             loss = loss_fn(model, x, y)
         optimizer.zero_grad(set_to_none=True)
@@ -79,7 +90,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, device, start_
 
 
 def fit(model, dataset: Dataset, loss_fn, cfg, out_dir: str | Path, seed: int, device: torch.device,
-        params: dict, desc: str = "train", stop_after: int | None = None) -> pd.DataFrame:
+        params: dict, desc: str = "train", stop_after: int | None = None, collate_fn=None,
+        optimizer: str = "adamw") -> pd.DataFrame:
     """Train ``model`` for ``cfg.iters`` iterations (a TrainConfig), resuming from ``out_dir``.
 
     ``stop_after`` ends the run early after that many iterations (tests use it to simulate a kill).
@@ -88,7 +100,10 @@ def fit(model, dataset: Dataset, loss_fn, cfg, out_dir: str | Path, seed: int, d
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if optimizer == "sgd":  # detection heads train best with SGD + momentum, as in torchvision's references
+        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = poly_lr(optimizer, cfg.iters, cfg.poly_power)
     it, log = 0, []
     ckpt_path = out_dir / CKPT_NAME
@@ -118,7 +133,7 @@ def fit(model, dataset: Dataset, loss_fn, cfg, out_dir: str | Path, seed: int, d
 
     while it < end:
         epoch, skip = divmod(it, batches)  # skip: batches of this epoch trained before a resume
-        loader = _loader(dataset, cfg.batch_size, epoch, seed, cfg.workers)
+        loader = _loader(dataset, cfg.batch_size, epoch, seed, cfg.workers, collate_fn)
         it = train_one_epoch(model, loader, optimizer, scheduler, loss_fn, device, it, end, skip, cfg.amp, on_step)
     bar.close()
     curve = pd.DataFrame(log, columns=["iter", "epoch", "loss", "lr", "it_per_s"])

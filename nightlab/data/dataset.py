@@ -141,3 +141,42 @@ class RegionDataset(_Seeded):
                 x, y = x.flip(-1), y.flip(-1)
             x = self._seeded(i, lambda: self.color(x))
         return x, y
+
+
+class DetectionDataset(_Seeded):
+    """Whole images at ``scale`` with their target boxes, for the RDN.
+
+    ``boxes`` has columns sample, x0, y0, x1, y1 in native pixels; they are scaled with the image
+    and flipped with it through ``tv_tensors.BoundingBoxes``. Returns (image, {"boxes": (K, 4)}).
+    """
+
+    def __init__(self, manifest: Manifest, boxes, scale: float, train: bool = False, hflip: bool = True,
+                 seed: int = 0):
+        super().__init__(seed)
+        self.m, self.scale = manifest, scale
+        self.samples = np.arange(len(manifest))
+        grouped = {int(s): g[["x0", "y0", "x1", "y1"]].to_numpy(np.float32) for s, g in boxes.groupby("sample")}
+        self.targets = [grouped.get(int(s), np.zeros((0, 4), np.float32)) * scale for s in self.samples]
+        self.tf = v2.RandomHorizontalFlip() if train and hflip else None
+        self._cache: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, i: int) -> np.ndarray:
+        if i not in self._cache:
+            self._cache[i] = resize_pair(self.m.image(i), None, self.scale)[0]
+        return self._cache[i]
+
+    def __getitem__(self, i: int):
+        img = to_tensor(self.load(i))
+        boxes = tv_tensors.BoundingBoxes(torch.from_numpy(self.targets[i]), format="XYXY", canvas_size=img.shape[-2:])
+        if self.tf is not None:
+            img, boxes = self._seeded(i, lambda: self.tf(tv_tensors.Image(img), boxes))
+        return img.as_subclass(torch.Tensor), {"boxes": boxes.as_subclass(torch.Tensor)}
+
+
+def detection_collate(batch):
+    """Images of one size stack into a batch; targets stay a list (their box counts differ)."""
+    images, targets = zip(*batch)
+    return torch.stack(images), list(targets)

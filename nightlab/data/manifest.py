@@ -38,6 +38,9 @@ class Manifest:
         if domains is not None and domains != "all":
             domains = [domains] if isinstance(domains, str) else list(domains)
             df = df[df.domain.isin(domains)]
+        # ``row`` keeps each sample's position in the full manifest (boxes refer to it).
+        if "row" not in df.columns:
+            df = df.assign(row=df.index)
         return Manifest(df.reset_index(drop=True), self.root)
 
     def __len__(self) -> int:

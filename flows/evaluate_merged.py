@@ -1,0 +1,89 @@
+"""Stage evaluate_merged: image-level vs merged with RDN, HDM and ground-truth boxes (DESIGN 1.8).
+
+All four variants share one image-model pass per image. Writes the flat metrics for
+``dvc metrics``, a per-class table for ``dvc plots``, the confusion matrix of merged_hdm, a
+qualitative panel and reports/README.md with the tables in the paper's style.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from prefect import flow, get_run_logger
+
+from flows.common import run_stage
+from nightlab.boxes import boxes_for
+from nightlab.config import Params
+from nightlab.data.manifest import read_manifest
+from nightlab.inference import image_probs
+from nightlab.io import read_json, read_table, write_json, write_table
+from nightlab.labels import CLASS_NAMES, IGNORE
+from nightlab.metrics import Evaluator, metrics_to_flat
+from nightlab.predict import TwoLevel
+from nightlab.report import confusion_figure, paper_tables
+from nightlab.train import pick_device
+from nightlab.viz import draw_boxes, overlay, plot_grouped_iou, save_grid
+
+MANIFEST, BOXES, HARD = Path("data/manifest.parquet"), Path("data/boxes.parquet"), Path("reports/hard_classes.json")
+REPORTS = Path("reports")
+VARIANTS = ["image", "merged_rdn", "merged_hdm", "merged_gt"]
+
+
+@flow(name="evaluate_merged")
+def evaluate_merged(p: Params) -> dict:
+    log = get_run_logger()
+    device = pick_device(p.device)
+    hard_info = read_json(HARD)
+    sel = read_manifest(MANIFEST).select(p.hard_classes.split, p.hard_classes.domain)
+    gt_boxes = boxes_for(read_table(BOXES), sel, hard_info["ids"])
+    hdm = TwoLevel.from_params(p, "hdm", device=device)
+    rdn = TwoLevel.from_params(p, "rdn", device=device)
+    evs = {v: Evaluator() for v in VARIANTS}
+    regions = {v: 0 for v in VARIANTS}
+    panel = []
+    for i in range(len(sel)):
+        img, lab = sel.image(i), torch.from_numpy(sel.label(i))
+        probs = image_probs(hdm.image_model, img, hdm.image_scale, device)
+        boxes = {"image": np.zeros((0, 4)), "merged_rdn": rdn.regions(img), "merged_hdm": hdm.regions(img),
+                 "merged_gt": gt_boxes[gt_boxes["sample"] == i][["x0", "y0", "x1", "y1"]].to_numpy()}
+        preds = {}
+        for v in VARIANTS:
+            preds[v] = hdm.merge_with(img, probs, boxes[v]).cpu()
+            evs[v].update(preds[v], lab)
+            regions[v] += len(boxes[v])
+        if i < p.merge.panel_images:
+            shown = lab.numpy().copy()
+            panel.append([img, shown, preds["image"].byte().numpy(), preds["merged_hdm"].byte().numpy(),
+                          draw_boxes(overlay(img, preds["merged_hdm"].byte().numpy()), boxes["merged_hdm"])])
+
+    results = {v: evs[v].result() for v in VARIANTS}
+    metrics = {}
+    for v in VARIANTS:
+        metrics.update(metrics_to_flat(results[v], v))
+        metrics[f"{v}.regions_per_image"] = round(regions[v] / max(len(sel), 1), 3)
+    metrics["hard_classes.count"] = len(hard_info["ids"])
+    # One flag per class: which classes were hard in this run (read back by the threshold sweep report).
+    metrics.update({f"hard.{n.replace(' ', '_')}": int(c in hard_info["ids"]) for c, n in enumerate(CLASS_NAMES)})
+    metrics["merged_hdm.gain_mIoU"] = round(results["merged_hdm"]["mIoU"] - results["image"]["mIoU"], 6)
+    write_json(REPORTS / "metrics.json", metrics)
+
+    table = pd.DataFrame({"class_name": CLASS_NAMES, "hard": [c in hard_info["ids"] for c in range(len(CLASS_NAMES))],
+                          **{v: results[v]["iou"] for v in VARIANTS}})
+    write_table(table, csv=REPORTS / "merged" / "per_class_iou.csv")
+    plot_grouped_iou(table, VARIANTS, REPORTS / "merged" / "per_class_iou.png",
+                     f"Per-class IoU on {p.hard_classes.split}/{p.hard_classes.domain} (hard classes in red)",
+                     highlight=hard_info["names"])
+    cm = evs["merged_hdm"].confusion.numpy()
+    write_table(pd.DataFrame(cm, columns=CLASS_NAMES).assign(gt=CLASS_NAMES), csv=REPORTS / "merged" / "confusion_hdm.csv")
+    confusion_figure(cm, REPORTS / "merged" / "confusion_hdm.png")
+    if panel:
+        save_grid(REPORTS / "merged" / "panel.png", panel, height=160)
+    paper_tables(REPORTS / "README.md", table, results, hard_info, metrics, p)
+    log.info("mIoU: " + ", ".join(f"{v} {results[v]['mIoU']:.4f}" for v in VARIANTS))
+    return metrics
+
+
+if __name__ == "__main__":
+    run_stage(evaluate_merged, "Evaluate image-level and merged predictions; write reports.")

@@ -1,0 +1,176 @@
+"""Orchestration: the pipeline flow over DVC's DAG, `nightlab schedule`, failures and DVC's lock."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+import yaml
+
+from conftest import BIN, ROOT, copy_project
+
+if str(ROOT) not in sys.path:  # flows/ is run from the project root, not installed
+    sys.path.insert(0, str(ROOT))
+
+from flows.pipeline import plan, stage_order  # noqa: E402
+from nightlab.cli import main as nightlab_main  # noqa: E402
+
+PY = str(BIN / "python")
+# DVC's two locks: the repo lock (held between stage commands) and the read/write locks on a
+# running stage's deps and outs (.dvc/tmp/rwlock), which is what a second repro usually meets.
+LOCKED = re.compile(r"Unable to acquire lock|is busy, it is being blocked by")
+
+
+def run(cmd, cwd, env, timeout=600):
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def wait_until(what: str, fn, timeout: float, proc=None, log=None):
+    """Poll ``fn`` until it returns something truthy; fail early if ``proc`` died."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = fn()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"process exited ({proc.returncode}) while waiting for {what}:\n{log.read_text()[-4000:]}")
+        time.sleep(1)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}" + (f":\n{log.read_text()[-4000:]}" if log else ""))
+
+
+def stop(proc):
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_every_subcommand_has_help(capsys):
+    for argv in (["--help"], *([c, "--help"] for c in ("run", "schedule", "stages"))):
+        with pytest.raises(SystemExit) as exit_:
+            nightlab_main(argv)
+        assert exit_.value.code == 0
+        assert "usage: nightlab" in capsys.readouterr().out
+
+
+@pytest.mark.e2e
+def test_stage_order_is_a_topological_order_of_dvc_dag():
+    order = stage_order(ROOT)
+    assert sorted(order) == sorted(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
+    dot = run(["dvc", "dag", "--dot"], ROOT, {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"})
+    assert dot.returncode == 0, dot.stderr
+    edges = re.findall(r'"([^"]+)" -> "([^"]+)"', dot.stdout)
+    assert edges, dot.stdout
+    pos = {s: i for i, s in enumerate(order)}
+    assert all(pos[a] < pos[b] for a, b in edges), (order, edges)
+    cli = run([str(BIN / "nightlab"), "stages"], ROOT, os.environ)
+    assert cli.returncode == 0 and cli.stdout.split() == order, cli.stderr
+
+
+@pytest.mark.e2e
+def test_schedule_registers_cron_deployment_and_runs_it(tmp_path, prefect_server, stage_env):
+    proj = copy_project(tmp_path / "proj")
+    api, name, log = prefect_server["url"], "test-nightly", tmp_path / "serve.log"
+
+    def call(method, path, body=None):
+        for attempt in range(10):  # a busy test server answers 503 now and then; Prefect's client retries too
+            try:
+                r = httpx.request(method, f"{api}{path}", json=body, timeout=30)
+                if r.status_code < 500 or attempt == 9:
+                    return r
+            except httpx.TransportError:
+                if attempt == 9:
+                    raise
+            time.sleep(1 + attempt)
+
+    def get(path):
+        r = call("GET", path)
+        return r.json() if r.status_code == 200 else None
+
+    def post(path, body):
+        r = call("POST", path, body)
+        r.raise_for_status()
+        return r.json()
+
+    # A short runner poll: the on-demand run below starts in seconds, not in up to 10 s.
+    env = {**stage_env, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+    cmd = [str(BIN / "nightlab"), "schedule", "--cron", "0 3 * * *", "--name", name, "--retries", "1"]
+    with open(log, "w") as out:
+        serve = subprocess.Popen(cmd, cwd=proj, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        dep = wait_until("the deployment", lambda: get(f"/deployments/name/pipeline/{name}"), 120, serve, log)
+        assert [s["schedule"]["cron"] for s in dep["schedules"] if s["active"]] == ["0 3 * * *"]
+        assert dep["parameters"] == {"retries": 1}
+
+        # A run on demand, as the schedule would start it; only up to selection to keep it short.
+        targets = ["select_hard_classes"]
+        flow_run = post(f"/deployments/{dep['id']}/create_flow_run", {"parameters": {"targets": targets}})
+        final = wait_until("the flow run to finish", lambda: (
+            (fr := get(f"/flow_runs/{flow_run['id']}")) and fr["state_type"] in
+            ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") and fr), 600, serve, log)
+        assert final["state_type"] == "COMPLETED", f"{final['state']}\n{log.read_text()[-4000:]}"
+    finally:
+        stop(serve)
+
+    assert (proj / "data/manifest.parquet").is_file() and (proj / "reports/hard_classes.json").is_file()
+    tasks = post("/task_runs/filter", {"task_runs": {"flow_run_id": {"any_": [flow_run["id"]]}}})
+    assert sorted(t["name"] for t in tasks) == sorted(stage_order(proj, targets))  # one task per stage
+    assert {t["state_type"] for t in tasks} == {"COMPLETED"}
+    artifacts = post("/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [flow_run["id"]]}}})
+    assert {a["key"] for a in artifacts} >= {"nightlab-per-class-iou", "nightlab-metrics"}
+    assert (proj / ".prefect-cache/last_metrics.json").is_file()
+
+
+@pytest.mark.e2e
+def test_failing_stage_stops_its_dependents(tmp_path, stage_env):
+    proj = copy_project(tmp_path / "proj")
+    params = yaml.safe_load((proj / "params.yaml").read_text())
+    params["data"].update(kind="cityscapes", root="data/no-such-dataset")
+    (proj / "params.yaml").write_text(yaml.safe_dump(params))
+
+    res = run([PY, "-m", "flows.pipeline"], proj, stage_env)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out[-4000:]
+    assert "error: pipeline failed: stage prepare_data failed" in res.stderr, res.stderr[-4000:]
+    assert "data/no-such-dataset" in res.stderr  # the tail of the stage's output names the problem
+
+    order, deps = plan(proj)
+    dependents = {s for s in order if s != "prepare_data" and _depends_on(s, "prepare_data", deps)}
+    assert dependents, "every stage but prepare_data should depend on it"
+    for stage in dependents:
+        assert f"Running stage '{stage}'" not in out
+        assert re.search(rf"{stage}\s+not run", out), stage
+    assert not (proj / "data/boxes.parquet").exists() and not (proj / "models/image").exists()
+
+
+def _depends_on(stage: str, upstream: str, deps: dict[str, list[str]]) -> bool:
+    return any(d == upstream or _depends_on(d, upstream, deps) for d in deps[stage])
+
+
+@pytest.mark.e2e
+def test_second_repro_fails_on_dvc_lock(tmp_path, stage_env):
+    proj = copy_project(tmp_path / "proj")
+    log = tmp_path / "first.log"
+    with open(log, "w") as out:
+        first = subprocess.Popen(["dvc", "repro"], cwd=proj, env=stage_env, stdout=out, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+    try:
+        wait_until("the first repro to run a stage", lambda: "Running stage '" in log.read_text(), 120, first, log)
+        second = run(["dvc", "repro"], proj, stage_env, timeout=120)
+        assert second.returncode != 0 and LOCKED.search(second.stderr), second.stderr
+        # The pipeline reports it too, naming the stage it could not run.
+        flow = run([PY, "-m", "flows.pipeline"], proj, stage_env, timeout=300)
+        assert first.poll() is None, "the first repro ended before the check; the test proves nothing"
+        assert flow.returncode != 0 and LOCKED.search(flow.stderr), flow.stderr[-4000:]
+        assert "another DVC command is running" in flow.stderr
+        assert f"stage {stage_order(proj)[0]} failed" in flow.stderr
+    finally:
+        stop(first)
