@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import cv2
@@ -121,3 +122,26 @@ def test_threshold_change_reruns_only_selection_onwards_and_metrics_diff(project
     if sorted(new["names"]) != sorted(old_hard):  # the hard set changed: the diff must show it
         changed_keys = metrics["reports/metrics.json"]
         assert "hard_classes.count" in changed_keys or any(k.startswith("hard.") for k in changed_keys)
+
+
+def test_threshold_sweep_with_dvc_queue_and_report(project):
+    """`dvc exp run -S ... --queue` + `dvc queue start`, then `nightlab report threshold-sweep`."""
+    proj, env, _ = project
+    run(["git", "add", "-A"], proj, env)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "threshold 0.05"], proj, env)
+    run(["dvc", "exp", "run", "-S", "hard_classes.threshold=0.3,0.6", "--queue"], proj, env)
+    # The queue worker is a daemon that inherits stdout: send its output to a file, then poll.
+    with open(proj.parent / "queue.log", "w") as log:
+        subprocess.run(["dvc", "queue", "start"], cwd=proj, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=1500)
+    deadline = time.time() + 1200
+    while time.time() < deadline:
+        status = run(["dvc", "queue", "status"], proj, env).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(5)
+    assert status.count("Success") == 2, status
+    res = run([str(BIN / "nightlab"), "report", "threshold-sweep"], proj, env)
+    md = (proj / "reports/sweep/threshold_sweep.md").read_text()
+    for thr in ("| 0.05 |", "| 0.3 |", "| 0.6 |"):
+        assert thr in md, md
+    assert (proj / "reports/sweep/threshold_sweep.png").is_file() and "Thres." in res.stdout

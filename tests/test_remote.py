@@ -21,10 +21,10 @@ def test_local_remote_push_clear_pull_then_repro_is_noop(tmp_path, stage_env):
 
     # A new machine: no cache, no outputs.
     shutil.rmtree(proj / ".dvc" / "cache")
-    for out in ("data/prepared", "data/manifest.parquet", "data/boxes.parquet", "models"):
+    for out in ("data/prepared", "data/manifest.parquet", "models"):
         path = proj / out
         shutil.rmtree(path) if path.is_dir() else path.unlink()
-    run(["dvc", "pull"], proj, stage_env)
+    run(["dvc", "pull", "--with-deps", "select_hard_classes"], proj, stage_env)
     assert (proj / "data/manifest.parquet").is_file() and (proj / "models/image/model.pt").is_file()
     again = run(["dvc", "repro", "select_hard_classes"], proj, stage_env)
     assert ran_stages(again.stdout) == [], again.stdout
