@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
+
 from nightlab.config import ConfigError, Params, load_params
 from nightlab.io import DataError
 
@@ -22,6 +24,34 @@ def digest(*parts) -> str:
         else:
             h.update(json.dumps(part, sort_keys=True, default=str).encode())
     return h.hexdigest()[:32]
+
+
+def fingerprint(*paths: Path) -> str:
+    """Content digest of files and directories (recursively, in sorted relative-path order)."""
+    h = hashlib.sha256()
+    for root in map(Path, paths):
+        files = sorted(f for f in root.rglob("*") if f.is_file() and "__pycache__" not in f.parts) if root.is_dir() else [root]
+        for f in files:
+            h.update(str(f.relative_to(root) if root.is_dir() else f).encode())
+            if f.is_file():
+                with f.open("rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(block)
+            else:
+                h.update(b"<missing>")
+    return h.hexdigest()[:32]
+
+
+def stage_inputs(stage: str, dvc_file: Path = Path("dvc.yaml")) -> str:
+    """Digest of the contents of a stage's deps, as dvc.yaml lists them (data and code).
+
+    Checkpoints and task caches are keyed by it together with the params: otherwise a resumed
+    run could continue from weights trained on older data or code, which DVC cannot see because
+    checkpoints live outside its outs.
+    """
+    stages = yaml.safe_load(dvc_file.read_text())["stages"]
+    deps = [d if isinstance(d, str) else next(iter(d)) for d in stages[stage].get("deps", [])]
+    return fingerprint(*(Path(d) for d in deps))
 
 
 def key_from_arg(context, parameters) -> str:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from flows.common import digest, key_from_arg, run_stage
+from flows.common import digest, key_from_arg, run_stage, stage_inputs
 from nightlab.boxes import boxes_from_labels
 from nightlab.config import BoxesConfig, Params
 from nightlab.data.manifest import read_manifest
@@ -52,7 +52,7 @@ def plot_box_sizes(boxes: pd.DataFrame, path: Path) -> None:
 def hard_region_boxes(p: Params) -> dict:
     log = get_run_logger()
     m = read_manifest(MANIFEST)
-    base = digest(MANIFEST, p.boxes)
+    base = digest(stage_inputs("hard_region_boxes"), p.boxes)  # label contents and code, not just the manifest
     futures = [box_shard.submit(digest(base, i), str(MANIFEST), i, min(i + SHARD, len(m)), p.boxes)
                for i in range(0, len(m), SHARD)]
     boxes = pd.concat([f.result() for f in futures], ignore_index=True)

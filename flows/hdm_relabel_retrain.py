@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from prefect import flow, get_run_logger, task
 
-from flows.common import digest, key_from_arg, params_of, run_stage
+from flows.common import digest, key_from_arg, params_of, run_stage, stage_inputs
 from flows.train_rdn import KS, proposal_recall, rpn_loss
 from nightlab.boxes import boxes_for, match_to_gt
 from nightlab.config import Params
@@ -103,7 +103,8 @@ def hdm_relabel_retrain(p: Params) -> dict:
     train = full.select("train", p.rdn.train.domains)
 
     base = digest(MANIFEST, BOXES, HARD, IMAGE / "model.pt", REGION / "model.pt", RDN / "model.pt",
-                  params_of(p, "seed", "device", "hdm"), p.rdn.train.domains)
+                  params_of(p, "seed", "device", "hdm"), p.rdn.train.domains,
+                  stage_inputs("hdm_relabel_retrain"))
     t0 = time.perf_counter()
     shards = [relabel_shard(digest(base, i), i, min(i + SHARD, len(train)), p) for i in range(0, len(train), SHARD)]
     seconds = time.perf_counter() - t0

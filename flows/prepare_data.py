@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from flows.common import digest, key_from_arg, run_stage
+from flows.common import digest, key_from_arg, run_stage, stage_inputs
 from nightlab.config import Params
 from nightlab.data import adapters
 from nightlab.data.manifest import read_manifest, write_manifest
@@ -38,7 +38,7 @@ def _synthetic(p: Params, out: Path, log) -> tuple[pd.DataFrame, Path]:
     cfg = p.data.synthetic
     # The work directory is named by the content digest, so a rerun with the same params finds
     # the shards a killed run already wrote (and Prefect's cache says which ones finished).
-    base = digest("synthetic", cfg, p.seed, list(p.data.splits))
+    base = digest("synthetic", cfg, p.seed, list(p.data.splits), stage_inputs("prepare_data"))  # code too
     work = out.parent / f".{out.name}.partial-{base[:12]}"
     work.mkdir(parents=True, exist_ok=True)
     futures = []

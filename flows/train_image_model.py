@@ -5,7 +5,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from flows.common import params_of, run_stage
+from flows.common import params_of, run_stage, stage_inputs
 from nightlab.config import Params
 from nightlab.data.dataset import ImageDataset
 from nightlab.data.manifest import read_manifest
@@ -33,7 +33,7 @@ def train_image_model(p: Params) -> dict:
     device = pick_device(p.device)
     log.info(f"training {cfg.backbone} on {len(ds)} images ({'+'.join(cfg.train.domains)}) at scale {cfg.image_scale} on {device}")
     curve = fit(model, ds, make_loss(cfg), cfg.train, CKPT, p.seed, device,
-                params_of(p, "seed", "data", "image_model"), desc="image model")
+                {**params_of(p, "seed", "data", "image_model"), "inputs": stage_inputs("train_image_model")}, desc="image model")
     save_model(OUT, model, seg_config(cfg))
     write_table(curve, csv=CURVE)
     log.info(f"done: final loss {curve.loss.iloc[-1]:.4f}, loss drop {curve_drop(curve):.1%}")

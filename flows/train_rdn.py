@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from prefect import flow, get_run_logger
 
-from flows.common import params_of, run_stage
+from flows.common import params_of, run_stage, stage_inputs
 from nightlab.boxes import boxes_for, recall_at_k
 from nightlab.config import Params
 from nightlab.data.dataset import DetectionDataset, detection_collate
@@ -60,7 +60,7 @@ def train_rdn(p: Params) -> dict:
     log.info(f"RDN on {len(train)} images, {len(train_boxes)} hard boxes, anchors {anchors}")
     ds = DetectionDataset(train, train_boxes, cfg.image_scale, train=True, hflip=cfg.train.hflip, seed=p.seed)
     curve = fit(model, ds, rpn_loss, cfg.train, CKPT, p.seed, device,
-                {**params_of(p, "seed", "data", "boxes", "rdn"), "hard": hard}, desc="rdn",
+                {**params_of(p, "seed", "data", "boxes", "rdn"), "hard": hard, "inputs": stage_inputs("train_rdn")}, desc="rdn",
                 collate_fn=detection_collate, optimizer="sgd")
     save_model(OUT, model, rdn_config(cfg, anchors))
     write_table(curve, csv=REPORTS / "train_curve.csv")

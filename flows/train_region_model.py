@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from prefect import flow, get_run_logger
 
-from flows.common import params_of, run_stage
+from flows.common import params_of, run_stage, stage_inputs
 from nightlab.boxes import boxes_for
 from nightlab.config import Params
 from nightlab.data.dataset import RegionDataset
@@ -69,7 +69,8 @@ def train_region_model(p: Params) -> dict:
         ds = RegionDataset(train, train_boxes, cfg.region_size, train=True, jitter=cfg.jitter,
                            hflip=cfg.train.hflip, seed=p.seed)
         curve = fit(model, ds, make_loss(cfg), cfg.train, CKPT, p.seed, device,
-                    {**params_of(p, "seed", "data", "boxes", "region_model"), "hard": hard}, desc="region model")
+                    {**params_of(p, "seed", "data", "boxes", "region_model"), "hard": hard,
+                     "inputs": stage_inputs("train_region_model")}, desc="region model")
         write_table(curve, csv=REPORTS / "train_curve.csv")
     save_model(OUT, model, seg_config(cfg))
 

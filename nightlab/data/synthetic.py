@@ -28,13 +28,16 @@ EGO = 254  # temporary marker for the ego-vehicle hood (written as labelId 1 = i
 # Day albedo (RGB, 0..1) per class, jittered per object.
 BASE_COLOUR = {
     "road": (0.32, 0.30, 0.33), "sidewalk": (0.62, 0.55, 0.60), "building": (0.45, 0.42, 0.40),
-    "wall": (0.60, 0.58, 0.45), "fence": (0.55, 0.50, 0.38), "pole": (0.50, 0.50, 0.52),
+    "wall": (0.60, 0.36, 0.26), "fence": (0.55, 0.50, 0.38), "pole": (0.50, 0.50, 0.52),
     "traffic light": (0.12, 0.12, 0.10), "traffic sign": (0.85, 0.80, 0.10),
     "vegetation": (0.20, 0.45, 0.15), "terrain": (0.50, 0.62, 0.30), "sky": (0.55, 0.70, 0.92),
     "person": (0.70, 0.20, 0.25), "rider": (0.20, 0.30, 0.75), "car": (0.15, 0.25, 0.55),
     "truck": (0.30, 0.45, 0.35), "bus": (0.75, 0.65, 0.20), "train": (0.55, 0.30, 0.50),
     "motorcycle": (0.10, 0.55, 0.60), "bicycle": (0.75, 0.35, 0.75),
 }
+# People of both classes wear the same clothes: as in real streets, a rider differs from a
+# pedestrian only by context (sitting on a two-wheeler), which is what makes riders hard.
+CLOTHES = [(0.70, 0.20, 0.25), (0.20, 0.30, 0.75), (0.55, 0.15, 0.45), (0.85, 0.35, 0.30)]
 
 
 @dataclass
@@ -58,7 +61,8 @@ class _Canvas:
         self._scratch = np.zeros((h, w), np.uint8)
 
     def colour(self, cls: str, jitter: float = 0.08) -> tuple:
-        base = np.array(BASE_COLOUR[cls]) + self.rng.normal(0, jitter, 3)
+        base = CLOTHES[self.rng.integers(len(CLOTHES))] if cls in ("person", "rider") else BASE_COLOUR[cls]
+        base = np.array(base) + self.rng.normal(0, jitter, 3)
         return tuple(np.clip(base, 0.02, 0.98).tolist())
 
     def new_instance(self, cls: str) -> int:
@@ -153,13 +157,16 @@ def layout_scene(h: int, w: int, rng: np.random.Generator) -> Scene:
     # Walls and fences along the outer sidewalk edges.
     for left in (True, False):
         for cls in ("wall", "fence"):
-            if rng.random() < 0.6:
-                t0, t1 = sorted(rng.uniform(0.05, 0.9, 2))
+            if rng.random() < (0.8 if cls == "wall" else 0.6):
+                t0 = rng.uniform(0.05, 0.6)
+                t1 = t0 + rng.uniform(0.25, 0.4)  # long enough to read as a wall, not a block
                 xs = [vx + (-1 if left else 1) * (6 + t * (road_half_bottom + side - 6)) for t in (t0, t1)]
                 ys = [horizon + t * (h - horizon) for t in (t0, t1)]
-                hgt = [(0.12 if cls == "wall" else 0.09) * h * scale_at(y) + 2 for y in ys]
+                hgt = [(0.2 if cls == "wall" else 0.09) * h * scale_at(y) + 2 for y in ys]
                 col = cv.colour(cls)
                 cv.fill(cls, _poly([(xs[0], ys[0]), (xs[1], ys[1]), (xs[1], ys[1] - hgt[1]), (xs[0], ys[0] - hgt[0])]), col)
+                if cls == "wall":  # a capping course along the top: the cue that tells a wall from a facade
+                    cv2.line(cv.albedo, (int(xs[0]), int(ys[0] - hgt[0])), (int(xs[1]), int(ys[1] - hgt[1])), (0.9, 0.9, 0.85), max(1, int(hgt[1] * 0.12)))
                 if cls == "fence":  # slats: the same label, darker gaps
                     for k in range(8):
                         u = k / 8
@@ -179,13 +186,13 @@ def layout_scene(h: int, w: int, rng: np.random.Generator) -> Scene:
         objects.append((py, lambda px=px, py=py: _pole(cv, px, py, scale_at(py), "lamp", h)))
 
     lane = lambda t, off: vx + off * t * road_half_bottom  # noqa: E731
-    for _ in range(rng.integers(1, 5)):  # cars, trucks, buses, sometimes a tram (train)
+    for _ in range(rng.integers(2, 6)):  # cars, trucks, buses, sometimes a tram (train)
         t = rng.uniform(0.15, 0.95)
-        cls = rng.choice(["car", "truck", "bus", "train"], p=[0.6, 0.15, 0.15, 0.1])
+        cls = rng.choice(["car", "truck", "bus", "train"], p=[0.45, 0.2, 0.2, 0.15])
         y = horizon + t * (h - horizon)
         x = lane(t, rng.uniform(-0.7, 0.7))
         objects.append((y, lambda x=x, y=y, cls=cls: _vehicle(cv, x, y, scale_at(y), cls, h)))
-    for _ in range(rng.integers(1, 6)):  # pedestrians on sidewalks
+    for _ in range(rng.integers(2, 9)):  # pedestrians on sidewalks
         left = rng.random() < 0.5
         px, py = on_sidewalk(left, rng.uniform(0.1, 1.0))
         objects.append((py, lambda px=px, py=py: _person(cv, px, py, scale_at(py), h)))
@@ -226,23 +233,49 @@ def _pole(cv: _Canvas, x, y, s, kind, h):
     elif kind == "lamp":
         arm = 10 * s + 3
         cv.fill("pole", _rect(x, top, x + arm, top + width))
-        cv.lamps.append((x + arm, top + 2, 0.18 * h * s + 10, cv.rng.uniform(0.5, 1.0), (1.0, 0.85, 0.6)))
+        cv.lamps.append((x + arm, top + 2, (0.18 * s + 0.04) * h, cv.rng.uniform(0.5, 1.0), (1.0, 0.85, 0.6)))
         cv.glow(x + arm, top + 2, 2 * s + 1.5, (1.0, 0.9, 0.7), 1.5)
 
 
 def _vehicle(cv: _Canvas, x, y, s, cls, h):
-    dims = {"car": (0.18, 0.1), "truck": (0.24, 0.18), "bus": (0.32, 0.2), "train": (0.5, 0.2)}[cls]
+    """Each vehicle class has its own silhouette and night signature, as in real streets: a car's
+    sloped cabin, a truck's low cab in front of a pale cargo box, a bus's lit window band, a
+    tram's (train) long body with lit separate windows and a pantograph on the roof."""
+    dims = {"car": (0.18, 0.1), "truck": (0.24, 0.2), "bus": (0.34, 0.22), "train": (0.6, 0.22)}[cls]
     vw, vh = dims[0] * h * 2 * s + 4, dims[1] * h * s * 1.6 + 3
     inst = cv.new_instance(cls)
     col = cv.colour(cls, 0.12)
     x0, x1, y0 = x - vw / 2, x + vw / 2, y - vh
+    dark = (0.08, 0.1, 0.12)
+    cab_left = cv.rng.random() < 0.5  # which end faces the camera side
     if cls == "car":
         cv.fill(cls, _poly([(x0, y), (x1, y), (x1, y0 + vh * 0.45), (x1 - vw * 0.2, y0), (x0 + vw * 0.2, y0), (x0, y0 + vh * 0.45)]), col, inst)
-    else:
+        cv2.rectangle(cv.albedo, (int(x0 + vw * 0.25), int(y0 + vh * 0.15)), (int(x1 - vw * 0.25), int(y0 + vh * 0.45)), dark, -1)
+    elif cls == "truck":
+        cab_w = vw * 0.3
+        cx0, cx1 = (x0, x0 + cab_w) if cab_left else (x1 - cab_w, x1)
+        bx0, bx1 = (cx1, x1) if cab_left else (x0, cx0)
+        cv.fill(cls, lambda m: (cv2.rectangle(m, (int(cx0), int(y0 + vh * 0.35)), (int(cx1), int(y)), 1, -1),
+                                cv2.rectangle(m, (int(bx0), int(y0)), (int(bx1), int(y)), 1, -1)), col, inst)
+        cv.albedo[int(y0):int(y) + 1, max(0, int(bx0)):max(0, int(bx1)) + 1] = np.clip(np.array((0.85, 0.85, 0.82)) + cv.rng.normal(0, 0.04, 3), 0, 1)
+        cv2.rectangle(cv.albedo, (int(cx0 + cab_w * 0.15), int(y0 + vh * 0.42)), (int(cx1 - cab_w * 0.15), int(y0 + vh * 0.62)), dark, -1)
+    elif cls == "bus":
         cv.fill(cls, _rect(x0, y0, x1, y), col, inst)
-    # windows (same label, dark glass)
-    wy0, wy1 = y0 + vh * 0.15, y0 + vh * 0.45
-    cv2.rectangle(cv.albedo, (int(x0 + vw * 0.25), int(wy0)), (int(x1 - vw * 0.25), int(wy1)), (0.08, 0.1, 0.12), -1)
+        band = (int(x0 + vw * 0.04), int(y0 + vh * 0.12)), (int(x1 - vw * 0.04), int(y0 + vh * 0.45))
+        cv2.rectangle(cv.albedo, *band, dark, -1)
+        cv2.rectangle(cv.emissive, *band, (0.14, 0.12, 0.05), -1)  # lit interior: a warm band at night
+    else:  # train (tram)
+        cv.fill(cls, lambda m: (cv2.rectangle(m, (int(x0), int(y0)), (int(x1), int(y)), 1, -1),
+                                cv2.line(m, (int(x - vw * 0.1), int(y0)), (int(x), int(y0 - vh * 0.35)), 1, max(1, int(s + 0.5))),
+                                cv2.line(m, (int(x + vw * 0.1), int(y0)), (int(x), int(y0 - vh * 0.35)), 1, max(1, int(s + 0.5)))), col, inst)
+        cv2.rectangle(cv.albedo, (int(x0), int(y - vh * 0.3)), (int(x1), int(y - vh * 0.2)), (0.8, 0.1, 0.1), -1)  # livery stripe
+        n = max(3, int(vw / (vh * 0.5)))
+        for k in range(n):
+            wx0 = x0 + vw * (k + 0.2) / n
+            wx1 = x0 + vw * (k + 0.8) / n
+            win = (int(wx0), int(y0 + vh * 0.15)), (int(wx1), int(y0 + vh * 0.5))
+            cv2.rectangle(cv.albedo, *win, dark, -1)
+            cv2.rectangle(cv.emissive, *win, (0.12, 0.14, 0.18), -1)  # cold white light, separate windows
     # head or tail lights: bright at night
     r = max(1, 2.5 * s + 0.5)
     front = cv.rng.random() < 0.5
@@ -250,16 +283,24 @@ def _vehicle(cv: _Canvas, x, y, s, cls, h):
     for lx in (x0 + vw * 0.12, x1 - vw * 0.12):
         cv.glow(lx, y - vh * 0.3, r, rgb, 1.2)
         if front:
-            cv.lamps.append((lx, y - vh * 0.3, 0.12 * h * s + 6, 0.5, rgb))
+            cv.lamps.append((lx, y - vh * 0.3, (0.12 * s + 0.023) * h, 0.5, rgb))
 
 
 def _person(cv: _Canvas, x, y, s, h):
-    ph = 0.3 * h * s + 6
-    pw = max(2, ph * 0.28)
+    """A pedestrian stands: two legs with a gap below the coat; a rider (below) only sits."""
+    ph = 0.34 * h * s + 7
+    pw = max(3, ph * 0.36)
     inst = cv.new_instance("person")
-    col = cv.colour("person", 0.15)
-    cv.fill("person", lambda m: (cv2.rectangle(m, (int(x - pw / 2), int(y - ph * 0.82)), (int(x + pw / 2), int(y)), 1, -1),
-                                 cv2.circle(m, (int(x), int(y - ph * 0.88)), max(1, int(pw * 0.4)), 1, -1)), col, inst)
+    col = cv.colour("person", 0.12)
+    leg = max(1, int(pw * 0.4))
+
+    def draw(m):
+        cv2.rectangle(m, (int(x - pw / 2), int(y - ph * 0.82)), (int(x + pw / 2), int(y - ph * 0.4)), 1, -1)
+        cv2.rectangle(m, (int(x - pw / 2), int(y - ph * 0.4)), (int(x - pw / 2) + leg, int(y)), 1, -1)
+        cv2.rectangle(m, (int(x + pw / 2) - leg, int(y - ph * 0.4)), (int(x + pw / 2), int(y)), 1, -1)
+        cv2.circle(m, (int(x), int(y - ph * 0.88)), max(1, int(pw * 0.4)), 1, -1)
+
+    cv.fill("person", draw, col, inst)
 
 
 def _two_wheeler(cv: _Canvas, x, y, s, cls, ridden, h):
