@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from nightlab.config import ConfigError, Params, load_params
 from nightlab.io import DataError
@@ -66,10 +67,25 @@ def run_stage(flow_fn, description: str) -> None:
     args = ap.parse_args()
     try:
         params = load_params(args.params)
-        flow_fn(params)
+        flow_fn.with_options(task_runner=task_runner(params.orchestration))(params)
     except (ConfigError, DataError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+def task_runner(cfg):
+    """The Prefect task runner the params ask for (an OrchestrationConfig)."""
+    if cfg.task_runner == "threads":
+        return ThreadPoolTaskRunner(max_workers=cfg.threads)
+    from prefect_dask import DaskTaskRunner  # imported on demand: dask is heavy and optional at run time
+
+    if cfg.dask_address:
+        print(f"task runner: Dask cluster at {cfg.dask_address}", file=sys.stderr)
+        return DaskTaskRunner(address=cfg.dask_address)
+    print(f"task runner: local Dask cluster of {cfg.dask_workers} worker processes", file=sys.stderr)
+    # One thread per worker process: the tasks are numpy/torch work that wants its own core.
+    return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.dask_workers, "threads_per_worker": 1, "processes": True,
+                                          "dashboard_address": None})
 
 
 def params_of(p: Params, *sections: str) -> dict:

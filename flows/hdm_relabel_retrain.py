@@ -106,7 +106,8 @@ def hdm_relabel_retrain(p: Params) -> dict:
                   params_of(p, "seed", "device", "hdm"), p.rdn.train.domains,
                   stage_inputs("hdm_relabel_retrain"))
     t0 = time.perf_counter()
-    shards = [relabel_shard(digest(base, i), i, min(i + SHARD, len(train)), p) for i in range(0, len(train), SHARD)]
+    futures = [relabel_shard.submit(digest(base, i), i, min(i + SHARD, len(train)), p) for i in range(0, len(train), SHARD)]
+    shards = [f.result() for f in futures]
     seconds = time.perf_counter() - t0
     table = pd.concat(shards, ignore_index=True)
     write_table(table, parquet=TABLE)

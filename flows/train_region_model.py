@@ -16,6 +16,7 @@ from nightlab.boxes import boxes_for
 from nightlab.config import Params
 from nightlab.data.dataset import RegionDataset
 from nightlab.data.manifest import read_manifest
+from nightlab.distributed import is_main, launch, setup
 from nightlab.hard import read_hard_classes
 from nightlab.inference import image_probs, int_box, region_probs
 from nightlab.io import read_table, write_json, write_table
@@ -51,30 +52,44 @@ def evaluate_on_crops(region, image_model, manifest, boxes, region_size, image_s
     return ev_r.result(), ev_i.result()
 
 
+def train(p: Params) -> dict:
+    """Build and fit the region model; runs in each training process (nightlab.distributed)."""
+    cfg = p.region_model
+    seed_everything(p.seed)
+    device = setup(pick_device(p.device))
+    hard = read_hard_classes(HARD)
+    train_set = read_manifest(MANIFEST).select("train", cfg.train.domains)
+    train_boxes = boxes_for(read_table(BOXES), train_set, hard)
+    model = build_seg_model(cfg, NUM_CLASSES)
+    if len(train_boxes):
+        ds = RegionDataset(train_set, train_boxes, cfg.region_size, train=True, jitter=cfg.jitter,
+                           hflip=cfg.train.hflip, seed=p.seed)
+        curve = fit(model, ds, make_loss(cfg), cfg.train, CKPT, p.seed, device,
+                    {**params_of(p, "seed", "data", "boxes", "region_model", "distributed"), "hard": hard,
+                     "inputs": stage_inputs("train_region_model")}, desc="region model", sync_bn=p.distributed.sync_bn)
+        if is_main():
+            write_table(curve, csv=REPORTS / "train_curve.csv")
+    if is_main():
+        save_model(OUT, model, seg_config(cfg))
+    return {"crops": len(train_boxes)}
+
+
 @flow(name="train_region_model")
 def train_region_model(p: Params) -> dict:
     log = get_run_logger()
     cfg = p.region_model
-    seed_everything(p.seed)
     hard = read_hard_classes(HARD)
     full, boxes = read_manifest(MANIFEST), read_table(BOXES)
-    train = full.select("train", cfg.train.domains)
-    train_boxes = boxes_for(boxes, train, hard)
-    device = pick_device(p.device)
-    model = build_seg_model(cfg, NUM_CLASSES)
-    if len(train_boxes) == 0:
+    crops = len(boxes_for(boxes, full.select("train", cfg.train.domains), hard))
+    if crops == 0:
         log.warning("no hard-class boxes to train on: saving the untrained region model (merging changes nothing)")
     else:
-        log.info(f"region model on {len(train_boxes)} crops of hard classes {hard}, size {cfg.region_size}")
-        ds = RegionDataset(train, train_boxes, cfg.region_size, train=True, jitter=cfg.jitter,
-                           hflip=cfg.train.hflip, seed=p.seed)
-        curve = fit(model, ds, make_loss(cfg), cfg.train, CKPT, p.seed, device,
-                    {**params_of(p, "seed", "data", "boxes", "region_model"), "hard": hard,
-                     "inputs": stage_inputs("train_region_model")}, desc="region model")
-        write_table(curve, csv=REPORTS / "train_curve.csv")
-    save_model(OUT, model, seg_config(cfg))
+        log.info(f"region model on {crops} crops of hard classes {hard}, size {cfg.region_size}, "
+                 f"{p.distributed.nnodes} x {p.distributed.nproc_per_node} process(es)")
+    launch(train, p, cfg=p.distributed)
+    device = pick_device(p.device)
+    model, _ = load_seg_model(OUT, device)  # what rank 0 saved: the same weights however it was trained
 
-    model.eval()
     image_model, icfg = load_seg_model(IMAGE_MODEL, device)
     sel = full.select(p.hard_classes.split, p.hard_classes.domain)
     val_boxes = boxes_for(boxes, sel, hard)

@@ -150,6 +150,29 @@ class MergeConfig(_Strict):
     panel_images: int = Field(4, ge=0, le=64)
 
 
+class OrchestrationConfig(_Strict):
+    """Where a stage's fanned-out Prefect tasks (generation, box, HDM relabel shards) run."""
+    task_runner: Literal["threads", "dask"] = "threads"
+    threads: int = Field(2, ge=1, le=256, description="concurrent tasks of the thread runner")
+    dask_address: str | None = Field(None, description="scheduler of a running Dask cluster; none: start a local one")
+    dask_workers: int = Field(2, ge=1, le=256, description="worker processes of the local Dask cluster")
+
+
+class DistributedConfig(_Strict):
+    """Data-parallel training of the image and region models (nightlab.distributed, torchrun's launcher)."""
+    nproc_per_node: int = Field(1, ge=1, le=64, description="training processes per machine (GPUs, or CPU ranks)")
+    nnodes: int = Field(1, ge=1, le=1024, description="machines; each runs the stage with the same rdzv settings")
+    rdzv_endpoint: str | None = Field(None, description="host:port of the c10d rendezvous; none: this machine")
+    rdzv_id: str | None = Field(None, description="a job id shared by the nodes of one run")
+    sync_bn: bool = True
+
+    @model_validator(mode="after")
+    def _nodes_need_endpoint(self):
+        if self.nnodes > 1 and not (self.rdzv_endpoint and self.rdzv_id):
+            raise ValueError("nnodes > 1 needs rdzv_endpoint (host:port of one node) and a shared rdzv_id")
+        return self
+
+
 class Params(_Strict):
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -161,6 +184,18 @@ class Params(_Strict):
     region_model: RegionModelConfig = RegionModelConfig()
     hdm: HdmConfig = HdmConfig()
     merge: MergeConfig = MergeConfig()
+    distributed: DistributedConfig = DistributedConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
+
+    @model_validator(mode="after")
+    def _batches_split_across_ranks(self):
+        ranks = self.distributed.nproc_per_node * self.distributed.nnodes
+        for name in ("image_model", "region_model"):
+            bs = getattr(self, name).train.batch_size
+            if bs % ranks:
+                raise ValueError(f"{name}.train.batch_size {bs} must be divisible by the {ranks} training processes "
+                                 "(distributed.nproc_per_node x nnodes)")
+        return self
 
 
 def _format_error(source: str, data: dict, err: ValidationError) -> str:

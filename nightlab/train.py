@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
+from nightlab.distributed import mean_across_ranks, sync_batchnorm, world
 from nightlab.io import atomic_path, write_table
 
 CKPT_NAME = "checkpoint.pt"
@@ -39,9 +41,18 @@ def poly_lr(optimizer, total_iters: int, power: float):
 
 
 def _loader(dataset: Dataset, batch_size: int, epoch: int, seed: int, workers: int, collate_fn=None) -> DataLoader:
+    """One epoch's batches, the same global batches for any number of processes.
+
+    DistributedSampler shuffles with a permutation seeded by (seed, epoch) and gives rank r the
+    indices r, r + W, r + 2W, ...: the union over the W ranks of their step-i batches (each of
+    batch_size / W) is the step-i batch of a single process (W = 1, the default).
+    """
     dataset.set_epoch(epoch)
-    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=g, drop_last=len(dataset) >= batch_size,
+    size, rank = world()
+    sampler = DistributedSampler(dataset, num_replicas=size, rank=rank, shuffle=True, seed=seed * 100_003,
+                                 drop_last=len(dataset) >= batch_size)
+    sampler.set_epoch(epoch)
+    return DataLoader(dataset, batch_size=batch_size // size, sampler=sampler, drop_last=len(dataset) >= batch_size,
                       num_workers=workers, persistent_workers=False, collate_fn=collate_fn)
 
 
@@ -85,21 +96,26 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, device, start_
         scheduler.step()
         it += 1
         if on_step:
-            on_step(it, loss.item(), scheduler.get_last_lr()[0])
+            on_step(it, mean_across_ranks(loss.item()), scheduler.get_last_lr()[0])
     return it
 
 
 def fit(model, dataset: Dataset, loss_fn, cfg, out_dir: str | Path, seed: int, device: torch.device,
         params: dict, desc: str = "train", stop_after: int | None = None, collate_fn=None,
-        optimizer: str = "adamw") -> pd.DataFrame:
+        optimizer: str = "adamw", sync_bn: bool = True) -> pd.DataFrame:
     """Train ``model`` for ``cfg.iters`` iterations (a TrainConfig), resuming from ``out_dir``.
 
     ``stop_after`` ends the run early after that many iterations (tests use it to simulate a kill).
-    Returns the training curve (iter, epoch, loss, lr, it_per_s, elapsed_s).
+    Inside a torch.distributed process group (nightlab.distributed) it trains data-parallel; rank 0
+    alone writes checkpoints, logs and the progress bar. Returns the training curve (iter, epoch, loss, lr, it_per_s, elapsed_s).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
+    size, rank = world()
+    main = rank == 0
+    if size > 1 and cfg.batch_size % size:
+        raise ValueError(f"train.batch_size {cfg.batch_size} is not divisible by the {size} processes")
     if optimizer == "sgd":  # detection heads train best with SGD + momentum, as in torchvision's references
         optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     else:
@@ -120,7 +136,12 @@ def fit(model, dataset: Dataset, loss_fn, cfg, out_dir: str | Path, seed: int, d
     batches = max(1, len(dataset) // cfg.batch_size)  # per epoch (drop_last), fixed: epoch = it // batches
     end = cfg.iters if stop_after is None else min(cfg.iters, stop_after)
     t0, n0 = time.perf_counter(), it
-    bar = tqdm(total=cfg.iters, initial=it, desc=desc, dynamic_ncols=True, mininterval=1.0)
+    bar = tqdm(total=cfg.iters, initial=it, desc=desc, dynamic_ncols=True, mininterval=1.0, disable=not main)
+    net = model  # what the loss calls: under torch.distributed, a DDP wrapper that averages gradients
+    if size > 1:
+        if sync_bn:  # BatchNorm statistics over the global batch, as in the single-process run
+            net = sync_batchnorm(model, device)
+        net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
 
     def on_step(i, loss, lr):
         rate = (i - n0) / max(time.perf_counter() - t0, 1e-9)
@@ -128,16 +149,17 @@ def fit(model, dataset: Dataset, loss_fn, cfg, out_dir: str | Path, seed: int, d
         bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", its=f"{rate:.2f}")
         if i % cfg.log_every == 0 or i == cfg.iters:
             log.append(dict(iter=i, epoch=(i - 1) // batches, loss=loss, lr=lr, it_per_s=rate))
-        if i % cfg.ckpt_every == 0 or i == end:
+        if main and (i % cfg.ckpt_every == 0 or i == end):  # one writer; every rank resumes from it
             save_checkpoint(ckpt_path, model, optimizer, scheduler, i // batches, i, params, log)
 
     while it < end:
         epoch, skip = divmod(it, batches)  # skip: batches of this epoch trained before a resume
         loader = _loader(dataset, cfg.batch_size, epoch, seed, cfg.workers, collate_fn)
-        it = train_one_epoch(model, loader, optimizer, scheduler, loss_fn, device, it, end, skip, cfg.amp, on_step)
+        it = train_one_epoch(net, loader, optimizer, scheduler, loss_fn, device, it, end, skip, cfg.amp, on_step)
     bar.close()
     curve = pd.DataFrame(log, columns=["iter", "epoch", "loss", "lr", "it_per_s"])
-    write_table(curve, csv=out_dir / "train_log.csv")
+    if main:
+        write_table(curve, csv=out_dir / "train_log.csv")
     return curve
 
 

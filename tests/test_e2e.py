@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -100,6 +101,22 @@ def test_export_matches_eager(project, tmp_path):
     res = run([str(BIN / "nightlab"), "export", "--out", str(tmp_path / "export")], proj, env)
     assert "image_model" in res.stdout and "region_model" in res.stdout
     assert (tmp_path / "export" / "image_model.torchscript.pt").is_file()
+
+
+def test_hdm_relabel_shards_on_dask_match_threads(project, tmp_path):
+    """The HDM relabel shards on a local Dask cluster (2 worker processes) score every proposal
+    exactly as the thread runner did in the full run."""
+    proj, env, _ = project
+    copy = tmp_path / "dask"
+    shutil.copytree(proj, copy, symlinks=True, ignore=shutil.ignore_patterns(".dvc"))
+    params = yaml.safe_load((copy / "params.yaml").read_text())
+    params["orchestration"]["task_runner"] = "dask"
+    (copy / "params.yaml").write_text(yaml.safe_dump(params))
+    out = run([str(BIN / "python"), "-m", "flows.hdm_relabel_retrain"], copy, {**env, "PREFECT_TASKS_REFRESH_CACHE": "true"})
+    assert "local Dask cluster" in out.stderr
+    assert "Task run 'relabel-" in out.stdout + out.stderr
+    pd.testing.assert_frame_equal(pd.read_parquet(proj / "data/hdm_proposals.parquet"),
+                                  pd.read_parquet(copy / "data/hdm_proposals.parquet"))
 
 
 def test_threshold_change_reruns_only_selection_onwards_and_metrics_diff(project):

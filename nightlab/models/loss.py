@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from nightlab.distributed import batch_share
 from nightlab.labels import IGNORE
 from nightlab.models.light import light_regulariser
 
@@ -21,12 +22,15 @@ def exposure_weights(image: torch.Tensor, dark_weight: float, dark: float = 0.15
 
 def seg_loss(logits, target, image, alpha, relit, cfg) -> torch.Tensor:
     """``cfg`` carries night_aware_loss, dark_weight, light_reg (a SegModelConfig)."""
+    # Means are taken over the global batch (batch_share), so that data-parallel ranks, which see
+    # different numbers of valid or dark pixels, together compute the single-process gradient.
     if not cfg.night_aware_loss:
-        return F.cross_entropy(logits, target, ignore_index=IGNORE)
+        ce = F.cross_entropy(logits, target, ignore_index=IGNORE, reduction="sum")
+        return ce / batch_share((target != IGNORE).sum().float()).clamp_min(1.0)
     ce = F.cross_entropy(logits, target, ignore_index=IGNORE, reduction="none")
     valid = (target != IGNORE).float()
     w = exposure_weights(image, cfg.dark_weight) * valid
-    loss = (ce * w).sum() / w.sum().clamp_min(1.0)
+    loss = (ce * w).sum() / batch_share(w.sum()).clamp_min(1.0)
     if alpha is not None and cfg.light_reg > 0:
         loss = loss + cfg.light_reg * light_regulariser(alpha, relit)
     return loss
@@ -35,6 +39,6 @@ def seg_loss(logits, target, image, alpha, relit, cfg) -> torch.Tensor:
 def make_loss(cfg):
     """The ``loss_fn(model, x, y)`` the training loop calls, for a SegModelConfig."""
     def loss_fn(model, x, y):
-        logits, alpha, relit = model.forward_with_aux(x)
+        logits, alpha, relit = model(x, aux=True)
         return seg_loss(logits, y, x, alpha, relit, cfg)
     return loss_fn

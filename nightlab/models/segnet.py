@@ -64,8 +64,10 @@ class SegModel(nn.Module):
         logits = self.decoder([feats[i] for i in self.levels])
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False), alpha, x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_aux(x)[0]
+    def forward(self, x: torch.Tensor, aux: bool = False):
+        """Logits; with ``aux`` the tuple of forward_with_aux (training calls it this way so that a
+        DistributedDataParallel wrapper sees the call and averages the gradients)."""
+        return self.forward_with_aux(x) if aux else self.forward_with_aux(x)[0]
 
 
 def load_backbone_weights(backbone: nn.Module, path: str) -> None:
