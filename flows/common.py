@@ -15,13 +15,13 @@ from nightlab.io import DataError
 
 
 def digest(*parts) -> str:
-    """A stable content key: JSON of the parts (pydantic models dumped), plus file hashes for Paths."""
+    """A stable content key: JSON of the parts (pydantic models dumped); Paths by their contents (fingerprint)."""
     h = hashlib.sha256()
     for part in parts:
         if hasattr(part, "model_dump"):
             part = part.model_dump(mode="json")
         if isinstance(part, Path):
-            h.update(part.read_bytes() if part.is_file() else str(part).encode())
+            h.update(fingerprint(part).encode())
         else:
             h.update(json.dumps(part, sort_keys=True, default=str).encode())
     return h.hexdigest()[:32]

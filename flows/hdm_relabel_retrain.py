@@ -17,7 +17,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from prefect import flow, get_run_logger, task
@@ -31,7 +30,7 @@ from nightlab.data.manifest import read_manifest
 from nightlab.hard import read_hard_classes
 from nightlab.hdm import crop_iou, relabel
 from nightlab.inference import image_probs, int_box, propose, region_probs
-from nightlab.io import read_json, read_table, write_json, write_table
+from nightlab.io import read_table, write_json, write_table
 from nightlab.models.rdn import rdn_from_config
 from nightlab.models.store import load_seg_model, load_state, save_model
 from nightlab.train import fit, pick_device, seed_everything
@@ -102,9 +101,8 @@ def hdm_relabel_retrain(p: Params) -> dict:
     full, boxes, hard = read_manifest(MANIFEST), read_table(BOXES), read_hard_classes(HARD)
     train = full.select("train", p.rdn.train.domains)
 
-    base = digest(MANIFEST, BOXES, HARD, IMAGE / "model.pt", REGION / "model.pt", RDN / "model.pt",
-                  params_of(p, "seed", "device", "hdm"), p.rdn.train.domains,
-                  stage_inputs("hdm_relabel_retrain"))
+    # stage_inputs hashes the manifest, boxes, hard classes and the three models (dvc.yaml deps).
+    base = digest(stage_inputs("hdm_relabel_retrain"), params_of(p, "seed", "device", "hdm"), p.rdn.train.domains)
     t0 = time.perf_counter()
     futures = [relabel_shard.submit(digest(base, i), i, min(i + SHARD, len(train)), p) for i in range(0, len(train), SHARD)]
     shards = [f.result() for f in futures]

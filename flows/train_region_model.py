@@ -79,14 +79,14 @@ def train_region_model(p: Params) -> dict:
     log = get_run_logger()
     cfg = p.region_model
     hard = read_hard_classes(HARD)
-    full, boxes = read_manifest(MANIFEST), read_table(BOXES)
-    crops = len(boxes_for(boxes, full.select("train", cfg.train.domains), hard))
+    log.info(f"region model for hard classes {hard}, size {cfg.region_size}, "
+             f"{p.distributed.nnodes} x {p.distributed.nproc_per_node} process(es)")
+    crops = launch(train, p, cfg=p.distributed)["crops"]
     if crops == 0:
-        log.warning("no hard-class boxes to train on: saving the untrained region model (merging changes nothing)")
+        log.warning("no hard-class boxes to train on: saved the untrained region model (merging changes nothing)")
     else:
-        log.info(f"region model on {crops} crops of hard classes {hard}, size {cfg.region_size}, "
-                 f"{p.distributed.nnodes} x {p.distributed.nproc_per_node} process(es)")
-    launch(train, p, cfg=p.distributed)
+        log.info(f"trained on {crops} crops")
+    full, boxes = read_manifest(MANIFEST), read_table(BOXES)
     device = pick_device(p.device)
     model, _ = load_seg_model(OUT, device)  # what rank 0 saved: the same weights however it was trained
 

@@ -7,7 +7,8 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import Dataset
+
+from fixtures_data import FlippedPairs
 
 from nightlab.config import TrainConfig
 from nightlab.distributed import is_main, setup, sync_batchnorm, world
@@ -19,9 +20,8 @@ from nightlab.train import fit, seed_everything
 CLASSES = 4
 
 
-class Patches(Dataset):
-    """Images whose classes are coarse 4x4-cell patterns (so the network must use context), with
-    random flips seeded by (seed, epoch, index) like the real datasets."""
+class Patches(FlippedPairs):
+    """Images whose classes are coarse 4x4-cell patterns (so the network must use context)."""
 
     def __init__(self, n: int, seed: int, size: int = 32):
         g = torch.Generator().manual_seed(seed)
@@ -30,19 +30,6 @@ class Patches(Dataset):
         palette = torch.rand(CLASSES, 3, generator=torch.Generator().manual_seed(1234))  # one palette for every split
         self.x = (palette[self.y].permute(0, 3, 1, 2) * 0.9 + 0.1 * torch.rand(n, 3, size, size, generator=g)) * 0.5
         self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i):
-        g = torch.Generator().manual_seed(self.seed * 1000 + self.epoch * 100 + i)
-        x, y = self.x[i], self.y[i]
-        if torch.rand(1, generator=g).item() < 0.5:
-            x, y = x.flip(-1), y.flip(-1)
-        return x, y
 
 
 class NoNormNet(nn.Module):

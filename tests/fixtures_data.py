@@ -1,9 +1,10 @@
-"""Tiny on-disk datasets in each supported layout, generated on the fly for tests.
+"""Tiny datasets generated on the fly for tests: on disk in each supported layout, and in memory.
 
 ``make_dataset(kind, root)`` writes ``n`` images per split (``h`` x ``w``) in the layout the
 adapter for ``kind`` expects and returns the dataset root. Label content is deterministic:
 ``expected_train_ids(kind, split, i, h, w)`` gives the trainIds (uint8, 255 = ignore) that
-reading sample ``i`` back must produce, whatever the on-disk encoding.
+reading sample ``i`` back must produce, whatever the on-disk encoding. ``FlippedPairs`` is the
+in-memory base of the training-loop tests.
 """
 from __future__ import annotations
 
@@ -12,8 +13,30 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
+from torch.utils.data import Dataset
 
 from nightlab.labels import IGNORE, LABEL_IDS, NUM_CLASSES, train_ids_to_label_ids
+
+class FlippedPairs(Dataset):
+    """Fixed (image, mask) tensors ``self.x``, ``self.y`` set by a subclass; random flips seeded by
+    (seed, epoch, index), like the real datasets."""
+
+    seed, epoch = 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(self.seed * 1000 + self.epoch * 100 + i)
+        x, y = self.x[i], self.y[i]
+        if torch.rand(1, generator=g).item() < 0.5:
+            x, y = x.flip(-1), y.flip(-1)
+        return x, y
+
 
 KINDS = ("cityscapes", "nightcity", "acdc", "darkzurich", "bdd100k", "folder")
 # How each kind encodes labels on disk.

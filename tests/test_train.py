@@ -7,9 +7,8 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import torch
-from torch.utils.data import Dataset
 
-from fixtures_data import ENCODING, make_dataset, sample_paths
+from fixtures_data import ENCODING, FlippedPairs, make_dataset, sample_paths
 from nightlab.config import TrainConfig
 from nightlab.data.dataset import ImageDataset
 from nightlab.data.manifest import Manifest
@@ -30,8 +29,8 @@ def _restore_determinism():
     torch.use_deterministic_algorithms(before)
 
 
-class TinySet(Dataset):
-    """Four fixed (image, mask) pairs; random flips seeded by (seed, epoch, index), like the real datasets."""
+class TinySet(FlippedPairs):
+    """Four fixed (image, mask) pairs."""
 
     def __init__(self, n: int = 4, h: int = 32, w: int = 64, seed: int = 0):
         g = torch.Generator().manual_seed(42)
@@ -41,19 +40,6 @@ class TinySet(Dataset):
             self.x[i, :, :, w // 2:] *= 0.3
             self.y[i, :, : w // 2] = 1 + i % 3
         self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i):
-        g = torch.Generator().manual_seed(self.seed * 1000 + self.epoch * 100 + i)
-        x, y = self.x[i], self.y[i]
-        if torch.rand(1, generator=g).item() < 0.5:
-            x, y = x.flip(-1), y.flip(-1)
-        return x, y
 
 
 # timm's tiny "test_resnet" (0.4 M parameters, the resnet18 layout): the loop, not the network, is under test,

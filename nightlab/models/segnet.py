@@ -67,7 +67,8 @@ class SegModel(nn.Module):
     def forward(self, x: torch.Tensor, aux: bool = False):
         """Logits; with ``aux`` the tuple of forward_with_aux (training calls it this way so that a
         DistributedDataParallel wrapper sees the call and averages the gradients)."""
-        return self.forward_with_aux(x) if aux else self.forward_with_aux(x)[0]
+        out = self.forward_with_aux(x)
+        return out if aux else out[0]
 
 
 def load_backbone_weights(backbone: nn.Module, path: str) -> None:
