@@ -1,11 +1,13 @@
 # Two commands for a newcomer; both create the virtual environment on first use.
-#   make repro   install (first time), then `dvc repro` the default pipeline
-#   make test    install (first time), then run the whole test suite
+#   make repro      install (first time), then `dvc repro` the default pipeline
+#   make test       install (first time), then lint (ruff) and run the whole test suite (CI runs this)
+# For the inner loop:
+#   make test-fast  lint and the unit tests only: no end-to-end run, no multi-process training
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: repro test bench install
+.PHONY: repro test test-fast lint bench install
 
 install: $(STAMP)
 
@@ -18,8 +20,14 @@ $(STAMP): pyproject.toml requirements.lock
 repro: $(STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH dvc repro
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: lint
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -q -rs
+
+test-fast: lint
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -q -rs -m "not e2e and not slow"
 
 bench: $(STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m benches

@@ -66,7 +66,8 @@ def markdown(results: dict) -> str:
             continue
         for f in r["figures"]:
             if f["target"] and f.get("summary", True):
-                out.append(f"| {name} | {f['figure']}: {f['target']} | {fmt(f['value'], f['unit'])} | {verdict(f['met'])} |")
+                value = fmt(f["value"], f["unit"])
+                out.append(f"| {name} | {f['figure']}: {f['target']} | {value} | {verdict(f['met'])} |")
     for name, r in results["benchmarks"].items():
         out += ["", f"## {name}: {r.get('title', '')}", ""]
         out += [f"Measured {r['measured']} with `{r['command']}`{' (--quick)' if r['quick'] else ''} "
@@ -115,7 +116,8 @@ def main(argv=None) -> int:
         results["benchmarks"][name] = r
         for f in r.get("figures", []):
             print(f"    {f['figure']}: {fmt(f['value'], f['unit'])}"
-                  + (f"  (target {f['target']}: {'met' if f['met'] else 'NOT met'})" if f["target"] else ""), flush=True)
+                  + (f"  (target {f['target']}: {'met' if f['met'] else 'NOT met'})" if f["target"] else ""),
+                  flush=True)
     results["benchmarks"] = {n: results["benchmarks"].get(n) or previous[n] for n in BENCHES
                              if n in results["benchmarks"] or n in previous}
     json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")

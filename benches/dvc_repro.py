@@ -10,7 +10,7 @@ import statistics
 
 import yaml
 
-from benches.common import figure, prefect_server, sh, tiny_project, timed
+from benches.common import figure, prefect_server, sh, timed, tiny_project
 
 NOOP_TARGET = 5.0
 

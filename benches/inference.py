@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from benches.common import ROOT, figure, tiny_project, timed
+from benches.common import ROOT, figure, timed, tiny_project
 from nightlab.config import load_params
 from nightlab.data.manifest import Manifest, read_manifest
+from nightlab.device import pick_device
 from nightlab.inference import image_probs
 from nightlab.predict import TwoLevel
-from nightlab.train import pick_device
 
 TARGET = 1.6
 PARTS = ("image", "region", "rdn", "hdm")
@@ -43,8 +43,8 @@ def run(quick: bool, models: str | None = None) -> dict:
     device = pick_device(p.device)
     m = read_manifest(proj / "data/manifest.parquet")
     m = Manifest(m.df, m.root if m.root.is_absolute() else proj / m.root)
-    sel = m.select(p.hard_classes.split, p.hard_classes.domain)
-    two = TwoLevel.from_params(p, "hdm", models=proj / "models", hard=proj / "reports/hard_classes.json",
+    sel = m.select(p.splits.report)
+    two = TwoLevel.from_params(p.merge, "hdm", models=proj / "models", hard=proj / "reports/hard_classes.json",
                                device=device)
     n, repeat = min(len(sel), 5 if quick else 50), 3 if quick else 5
     images = [sel.image(i) for i in range(n)]
@@ -56,15 +56,15 @@ def run(quick: bool, models: str | None = None) -> dict:
     t_img, t_two = np.zeros((repeat, n)), np.zeros((repeat, n))
     for r in range(repeat):
         for i, img in enumerate(images):
-            t_img[r, i] = timed(lambda: image_level(img))
-            t_two[r, i] = timed(lambda: two(img))
+            t_img[r, i] = timed(lambda img=img: image_level(img))
+            t_two[r, i] = timed(lambda img=img: two(img))
     per_img, per_two = np.median(t_img, 0), np.median(t_two, 0)
     ratio = float(np.median(per_two) / np.median(per_img))
     regions = statistics.mean(len(two.regions(img)) for img in images)
     h, w = images[0].shape[:2]
     return {
         "title": "Two-level vs image-level inference",
-        "setup": f"{source}; {n} {p.hard_classes.split}/{p.hard_classes.domain} images of {h}x{w} on {device}, "
+        "setup": f"{source}; {n} {', '.join(map(str, p.splits.report))} images of {h}x{w} on {device}, "
                  f"{len(two.hard)} hard classes, {regions:.1f} regions/image (merge.score_thresh "
                  f"{two.score_thresh}, max_regions {two.max_regions})",
         "repeat": repeat,

@@ -22,8 +22,8 @@ from nightlab.config import load_params
 from nightlab.hard import select_hard
 from nightlab.io import read_table, write_json
 p = load_params("params.yaml")
-hard = select_hard(read_table(s.TABLE, ["class_id", "class_name", "iou"]), p.hard_classes.threshold)
-write_json(s.OUT, {"threshold": p.hard_classes.threshold, "classes": hard, "ids": [c["id"] for c in hard]})
+hard = select_hard(read_table(s.IMAGE_IOU, ["class_id", "class_name", "iou"]), p.hard_classes.threshold)
+write_json(s.HARD_CLASSES, {"threshold": p.hard_classes.threshold, "classes": hard, "ids": [c["id"] for c in hard]})
 """
 
 
@@ -32,7 +32,8 @@ def run(quick: bool) -> dict:
     proj = copy_project(tmp / "proj")
     rng = np.random.default_rng(0)
     write_table(pd.DataFrame({"class_id": range(len(CLASS_NAMES)), "class_name": CLASS_NAMES,
-                              "iou": rng.random(len(CLASS_NAMES))}), parquet=proj / "reports/image/per_class_iou.parquet")
+                              "iou": rng.random(len(CLASS_NAMES))}),
+                parquet=proj / "reports/image/per_class_iou.parquet")
     with_server, temporary = prefect_server().env(), stage_env(None, tmp / "prefect-home")
     stage = [sys.executable, "-m", "flows.select_hard_classes"]
     fns = {"bare": lambda: sh([sys.executable, "-c", BARE], proj, temporary),

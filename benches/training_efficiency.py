@@ -25,10 +25,11 @@ from nightlab.config import SyntheticConfig, load_params
 from nightlab.data.dataset import ImageDataset
 from nightlab.data.manifest import read_manifest, write_manifest
 from nightlab.data.prepare import generate_shard
+from nightlab.device import pick_device
 from nightlab.labels import NUM_CLASSES
 from nightlab.models import build_seg_model
 from nightlab.models.loss import make_loss
-from nightlab.train import fit, pick_device, seed_everything
+from nightlab.train import fit, seed_everything
 
 TARGET = 0.85
 
@@ -96,7 +97,7 @@ def run(quick: bool) -> dict:
         seed_everything(p.seed)  # as the stage does (deterministic algorithms on)
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
-            m = _manifest(tmp, scenes, h, w).select("train", cfg.train.domains)
+            m = _manifest(tmp, scenes, h, w).select(p.splits.train, cfg.train.domains)
             ds = _dataset(m, cfg)
             for i in range(len(ds)):  # fill the cache: the stage decodes each image once, in its first epoch
                 ds.load(i)

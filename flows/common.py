@@ -1,18 +1,74 @@
-"""What every stage flow shares: argument parsing, clean errors, content digests for task caches."""
+"""What every stage flow shares: its entry point, clean errors, declared params, content keys.
+
+A stage is a Prefect flow made with :func:`stage_flow` and started by :func:`stage_main`
+(``python -m flows.<stage> [--params params.yaml]``, the ``cmd`` of its dvc.yaml entry):
+
+* the flow body sees the params through a :class:`~nightlab.config.ParamsView` that allows only
+  the keys its dvc.yaml entry declares, so a stage cannot depend on a value DVC does not watch;
+* a mistake of the user (bad params, bad data, an operating-system error such as a full disk)
+  ends the flow run Failed with one clear message, printed as one block with exit code 2; any
+  other exception is a bug and keeps its traceback.
+"""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import hashlib
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
+from prefect import flow
+from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from nightlab.config import ConfigError, Params, load_params
+from nightlab.config import ConfigError, Params, ParamsView, load_params
 from nightlab.io import DataError
 
+DVC_YAML = Path("dvc.yaml")
+USER_ERRORS = (ConfigError, DataError, OSError)
+EXIT_USER_ERROR = 2
+# Set by the pipeline flow for the stage processes it starts: a file with its task's run context.
+PARENT_CONTEXT_ENV = "NIGHTLAB_PREFECT_PARENT_CONTEXT"
+USER_ERROR_STATE = "Stopped on user error"  # the name of the Failed state a user error ends in
+
+
+class StageError(RuntimeError):
+    """A stage failed for a reason already explained to the user (the message is the explanation)."""
+
+
+def user_message(err: BaseException) -> str:
+    """One block for the user: the file and the problem, no traceback."""
+    if isinstance(err, OSError) and not isinstance(err, (ConfigError, DataError)):
+        where = err.filename or "(no path)"
+        return f"{where}: {err.strerror or err}" + (f" (-> {err.filename2})" if err.filename2 else "")
+    return str(err)
+
+
+# ---------------------------------------------------------------------------- dvc.yaml facts
+
+def dvc_stage(stage: str, dvc_file: Path = DVC_YAML) -> dict:
+    """A stage's entry in dvc.yaml (``check_source@x`` finds its ``foreach`` template)."""
+    stages = yaml.safe_load(dvc_file.read_text())["stages"]
+    entry = stages.get(stage) or stages.get(stage.split("@")[0])
+    if entry is None:
+        raise KeyError(f"{dvc_file}: no stage {stage!r}")
+    return entry.get("do", entry)
+
+
+def declared_params(stage: str, dvc_file: Path = DVC_YAML) -> list[str]:
+    return [k for k in dvc_stage(stage, dvc_file).get("params", []) if isinstance(k, str)]
+
+
+def declared_deps(stage: str, dvc_file: Path = DVC_YAML) -> list[str]:
+    return [d if isinstance(d, str) else next(iter(d)) for d in dvc_stage(stage, dvc_file).get("deps", [])]
+
+
+# ---------------------------------------------------------------------------- content keys
 
 def digest(*parts) -> str:
     """A stable content key: JSON of the parts (pydantic models dumped); Paths by their contents (fingerprint)."""
@@ -31,7 +87,10 @@ def fingerprint(*paths: Path) -> str:
     """Content digest of files and directories (recursively, in sorted relative-path order)."""
     h = hashlib.sha256()
     for root in map(Path, paths):
-        files = sorted(f for f in root.rglob("*") if f.is_file() and "__pycache__" not in f.parts) if root.is_dir() else [root]
+        if root.is_dir():
+            files = sorted(f for f in root.rglob("*") if f.is_file() and "__pycache__" not in f.parts)
+        else:
+            files = [root]
         for f in files:
             h.update(str(f.relative_to(root) if root.is_dir() else f).encode())
             if f.is_file():
@@ -43,16 +102,14 @@ def fingerprint(*paths: Path) -> str:
     return h.hexdigest()[:32]
 
 
-def stage_inputs(stage: str, dvc_file: Path = Path("dvc.yaml")) -> str:
+def stage_inputs(stage: str, dvc_file: Path = DVC_YAML) -> str:
     """Digest of the contents of a stage's deps, as dvc.yaml lists them (data and code).
 
     Checkpoints and task caches are keyed by it together with the params: otherwise a resumed
     run could continue from weights trained on older data or code, which DVC cannot see because
     checkpoints live outside its outs.
     """
-    stages = yaml.safe_load(dvc_file.read_text())["stages"]
-    deps = [d if isinstance(d, str) else next(iter(d)) for d in stages[stage].get("deps", [])]
-    return fingerprint(*(Path(d) for d in deps))
+    return fingerprint(*(Path(d) for d in declared_deps(stage, dvc_file)))
 
 
 def key_from_arg(context, parameters) -> str:
@@ -60,17 +117,61 @@ def key_from_arg(context, parameters) -> str:
     return f"{context.task.name}-{parameters['key']}"
 
 
-def run_stage(flow_fn, description: str) -> None:
-    """Command-line entry of a stage: ``python -m flows.<stage> [--params params.yaml]``."""
-    ap = argparse.ArgumentParser(prog=f"python -m {flow_fn.__module__}", description=description)
-    ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    args = ap.parse_args()
-    try:
-        params = load_params(args.params)
-        flow_fn.with_options(task_runner=task_runner(params.orchestration))(params)
-    except (ConfigError, DataError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+def params_of(p, *keys: str) -> dict:
+    """The given (declared) params keys as plain JSON, e.g. to store in a checkpoint and detect changes."""
+    out = {}
+    for key in keys:
+        node = p
+        for part in key.split("."):
+            node = getattr(node, part)
+        out[key] = node.model_dump(mode="json") if hasattr(node, "model_dump") else node
+    return json.loads(json.dumps(out, default=str))
+
+
+# ---------------------------------------------------------------------------- stages
+
+def task_results(futures) -> list:
+    """Wait for every task; raise one StageError listing the failed ones' messages (no traceback)."""
+    states = [f.wait() or f.state for f in futures]
+    failed = [s for s in states if s.is_failed()]
+    if any(s.name != USER_ERROR_STATE for s in failed):
+        next(f for f in futures if f.state.is_failed() and f.state.name != USER_ERROR_STATE).result()  # a bug
+    if failed:
+        raise StageError("\n".join(s.message or "task failed" for s in failed))
+    return [f.result() for f in futures]
+
+
+def catch_user_errors(fn):
+    """Run ``fn``; a user error becomes a Failed state with its message (Prefect logs no traceback)."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (StageError, *USER_ERRORS) as err:
+            return Failed(message=user_message(err), name=USER_ERROR_STATE)
+    return run
+
+
+def stage_flow(name: str):
+    """Decorator: a stage flow named like its dvc.yaml stage, reading only the declared params."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def body(p: Params):
+            view = ParamsView(p, declared_params(name), stage=name)
+            try:
+                return fn(view)
+            finally:
+                _trace_params(name, view)
+        return flow(name=name, validate_parameters=False)(catch_user_errors(body))
+    return wrap
+
+
+def _trace_params(stage: str, view: ParamsView) -> None:
+    """With NIGHTLAB_PARAMS_TRACE=<file>, record the params keys the stage read (tests compare them with dvc.yaml)."""
+    path = os.environ.get("NIGHTLAB_PARAMS_TRACE")
+    if path:
+        with open(path, "a") as fh:
+            fh.write(json.dumps({"stage": stage, "read": sorted(view.seen)}) + "\n")
 
 
 def task_runner(cfg):
@@ -88,7 +189,62 @@ def task_runner(cfg):
                                           "dashboard_address": None})
 
 
-def params_of(p: Params, *sections: str) -> dict:
-    """The params sections a stage depends on, as plain JSON (stored in checkpoints to detect changes)."""
-    d = p.model_dump(mode="json")
-    return {s: d[s] for s in sections}
+@contextlib.contextmanager
+def handed_context():
+    """A file holding the current Prefect run context, for a process this task starts; removed after."""
+    import cloudpickle
+    from prefect.context import serialize_context
+
+    # The flow run's context only: with the task's too, the stage's own log lines would be filed
+    # under this task instead of the stage's flow run.
+    context = {**serialize_context(), "task_run_context": {}}
+    fd, path = tempfile.mkstemp(prefix="nightlab-prefect-context-", suffix=".pkl")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(cloudpickle.dumps(context))
+        yield Path(path)
+    finally:
+        Path(path).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def parent_context():
+    """Inside the pipeline's run context when a pipeline task started this stage: the stage's flow
+    run then shows as a subflow of the pipeline run in the Prefect UI. Run alone, nothing changes."""
+    path = os.environ.get(PARENT_CONTEXT_ENV)
+    if not path or not Path(path).is_file():
+        yield
+        return
+    import cloudpickle
+    from prefect.context import hydrated_context
+
+    with hydrated_context(cloudpickle.loads(Path(path).read_bytes())):
+        yield
+
+
+def stage_main(stage_flow_fn, description: str, argv: list[str] | None = None) -> None:
+    """Command-line entry of a stage: ``python -m flows.<stage> [--params params.yaml]``.
+
+    Exits 0 on success, 2 with one ``error:`` block for a mistake the user can fix (bad params or
+    data, an operating-system error), and 1 with a traceback for anything else (a bug).
+    """
+    ap = argparse.ArgumentParser(prog=f"python -m {stage_flow_fn.fn.__module__}", description=description)
+    ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    args = ap.parse_args(argv)
+    try:
+        params = load_params(args.params)
+    except ConfigError as err:
+        _fail(str(err))
+    # Where shards run never changes a result (tests/test_task_runners.py), so it is read here,
+    # outside the declared params: DVC need not rerun a stage when it changes.
+    with parent_context():
+        state = stage_flow_fn.with_options(task_runner=task_runner(params.orchestration))(params, return_state=True)
+    if state.is_failed():
+        if state.name == USER_ERROR_STATE:
+            _fail(state.message or "stage failed")
+        state.result()  # a bug: re-raise it with its traceback
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(EXIT_USER_ERROR)

@@ -1,4 +1,4 @@
-"""Stage evaluate_merged: image-level vs merged with RDN, HDM and ground-truth boxes (DESIGN 1.8).
+"""Stage evaluate_merged: image-level vs merged with RDN, HDM and ground-truth boxes (docs/design.md 1.8).
 
 All four variants share one image-model pass per image. Writes the flat metrics for
 ``dvc metrics``, a per-class table for ``dvc plots``, the confusion matrix of merged_hdm, a
@@ -6,42 +6,61 @@ qualitative panel and reports/README.md with the tables in the paper's style.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import torch
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 
-from flows.common import run_stage
+from flows.common import stage_flow, stage_main
+from flows.paths import (
+    BOXES,
+    HARD_CLASSES,
+    HDM_MODEL,
+    HDM_REPORTS,
+    IMAGE_MODEL,
+    MANIFEST,
+    MERGED_REPORTS,
+    METRICS,
+    PREPARED,
+    RDN_MODEL,
+    RDN_REPORTS,
+    REGION_MODEL,
+    REGION_REPORTS,
+    REPORTS,
+)
 from nightlab.boxes import boxes_for
-from nightlab.config import Params
 from nightlab.data.manifest import read_manifest
+from nightlab.device import pick_device
 from nightlab.inference import image_probs
 from nightlab.io import read_json, read_table, write_json, write_table
-from nightlab.labels import CLASS_NAMES, IGNORE
+from nightlab.labels import CLASS_NAMES
 from nightlab.metrics import Evaluator, metrics_to_flat
 from nightlab.predict import TwoLevel
 from nightlab.report import confusion_figure, paper_tables
-from nightlab.train import pick_device
 from nightlab.viz import draw_boxes, overlay, plot_grouped_iou, save_grid
 
-MANIFEST, BOXES, HARD = Path("data/manifest.parquet"), Path("data/boxes.parquet"), Path("reports/hard_classes.json")
-REPORTS = Path("reports")
+READS = (MANIFEST, PREPARED, BOXES, HARD_CLASSES, IMAGE_MODEL, REGION_MODEL, RDN_MODEL, HDM_MODEL,
+         RDN_REPORTS / "metrics.json", REGION_REPORTS / "metrics.json", HDM_REPORTS / "metrics.json")
+WRITES = (METRICS, REPORTS / "README.md", MERGED_REPORTS / "panel.png", MERGED_REPORTS / "per_class_iou.png",
+          MERGED_REPORTS / "per_class_iou.csv", MERGED_REPORTS / "confusion_hdm.png",
+          MERGED_REPORTS / "confusion_hdm.csv")
 VARIANTS = ["image", "merged_rdn", "merged_hdm", "merged_gt"]
 
 
-@flow(name="evaluate_merged")
-def evaluate_merged(p: Params) -> dict:
+@stage_flow("evaluate_merged")
+def evaluate_merged(p) -> dict:
     log = get_run_logger()
     device = pick_device(p.device)
-    hard_info = read_json(HARD)
-    sel = read_manifest(MANIFEST).select(p.hard_classes.split, p.hard_classes.domain)
+    hard_info = read_json(HARD_CLASSES)
+    where = ", ".join(map(str, p.splits.report))
+    full = read_manifest(MANIFEST)
+    sel = full.select(p.splits.report)
+    held_out = not set(sel.df.row) & set(full.select(p.splits.select).df.row)
     gt_boxes = boxes_for(read_table(BOXES), sel, hard_info["ids"])
-    hdm = TwoLevel.from_params(p, "hdm", device=device)
-    rdn = TwoLevel.from_params(p, "rdn", device=device)
+    hdm = TwoLevel.from_params(p.merge, "hdm", IMAGE_MODEL.parent, HARD_CLASSES, device)
+    rdn = TwoLevel.from_params(p.merge, "rdn", IMAGE_MODEL.parent, HARD_CLASSES, device)
     evs = {v: Evaluator() for v in VARIANTS}
-    regions = {v: 0 for v in VARIANTS}
+    regions = dict.fromkeys(VARIANTS, 0)
     panel = []
     for i in range(len(sel)):
         img, lab = sel.image(i), torch.from_numpy(sel.label(i))
@@ -67,23 +86,25 @@ def evaluate_merged(p: Params) -> dict:
     # One flag per class: which classes were hard in this run (read back by the threshold sweep report).
     metrics.update({f"hard.{n.replace(' ', '_')}": int(c in hard_info["ids"]) for c, n in enumerate(CLASS_NAMES)})
     metrics["merged_hdm.gain_mIoU"] = round(results["merged_hdm"]["mIoU"] - results["image"]["mIoU"], 6)
-    write_json(REPORTS / "metrics.json", metrics)
+    write_json(METRICS, metrics)
 
     table = pd.DataFrame({"class_name": CLASS_NAMES, "hard": [c in hard_info["ids"] for c in range(len(CLASS_NAMES))],
                           **{v: results[v]["iou"] for v in VARIANTS}})
-    write_table(table, csv=REPORTS / "merged" / "per_class_iou.csv")
-    plot_grouped_iou(table, VARIANTS, REPORTS / "merged" / "per_class_iou.png",
-                     f"Per-class IoU on {p.hard_classes.split}/{p.hard_classes.domain} (hard classes in red)",
-                     highlight=hard_info["names"])
+    write_table(table, csv=MERGED_REPORTS / "per_class_iou.csv")
+    plot_grouped_iou(table, VARIANTS, MERGED_REPORTS / "per_class_iou.png",
+                     f"Per-class IoU on {where} (hard classes in red)", highlight=hard_info["names"])
     cm = evs["merged_hdm"].confusion.numpy()
-    write_table(pd.DataFrame(cm, columns=CLASS_NAMES).assign(gt=CLASS_NAMES), csv=REPORTS / "merged" / "confusion_hdm.csv")
-    confusion_figure(cm, REPORTS / "merged" / "confusion_hdm.png")
+    write_table(pd.DataFrame(cm, columns=CLASS_NAMES).assign(gt=CLASS_NAMES), csv=MERGED_REPORTS / "confusion_hdm.csv")
+    confusion_figure(cm, MERGED_REPORTS / "confusion_hdm.png")
     if panel:
-        save_grid(REPORTS / "merged" / "panel.png", panel, height=160)
-    paper_tables(REPORTS / "README.md", table, results, hard_info, metrics, p)
+        save_grid(MERGED_REPORTS / "panel.png", panel, height=160)
+    stage_metrics = {"rdn": read_json(RDN_REPORTS / "metrics.json"), "hdm": read_json(HDM_REPORTS / "metrics.json"),
+                     "region": read_json(REGION_REPORTS / "metrics.json")}
+    paper_tables(REPORTS / "README.md", table, results, hard_info, metrics, stage_metrics, where,
+                 held_out)
     log.info("mIoU: " + ", ".join(f"{v} {results[v]['mIoU']:.4f}" for v in VARIANTS))
     return metrics
 
 
 if __name__ == "__main__":
-    run_stage(evaluate_merged, "Evaluate image-level and merged predictions; write reports.")
+    stage_main(evaluate_merged, "Evaluate image-level and merged predictions; write reports.")

@@ -14,10 +14,11 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections import deque
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -25,6 +26,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import FailedRun
 from prefect.states import Completed, Failed
+
+from flows.common import PARENT_CONTEXT_ENV, handed_context
 
 METRICS = ("reports/metrics.json", "reports/image/metrics.json")  # first that exists wins
 LAST_METRICS = Path(".prefect-cache/last_metrics.json")  # under the repo root
@@ -101,28 +104,37 @@ def _stage_env(api_url: str | None) -> dict[str, str]:
     return env
 
 
+def _stop(proc: subprocess.Popen, grace_s: float = 30) -> None:
+    """Stop a stage's ``dvc repro`` and everything it started: SIGTERM to its process group, then
+    SIGKILL if it is still there after ``grace_s`` (a stuck child must not keep DVC's lock)."""
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 @task(cache_policy=NO_CACHE, retry_delay_seconds=RETRY_DELAY_S)
-def run_stage(stage: str, root: str, force: bool = False, api_url: str | None = None):
-    """``dvc repro --single-item <stage>``, its output streamed line by line into the run log."""
+def repro_stage(stage: str, root: str, force: bool = False, api_url: str | None = None):
+    """``dvc repro --single-item <stage>``, its output streamed line by line into the run log.
+
+    The stage's own flow run is linked to this task in the Prefect UI (a subflow of the pipeline
+    run): this task's run context is handed to the stage process (flows.common.parent_context).
+    """
     log = get_run_logger()
     cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", *(["--force"] if force else []), stage]
     log.info(f"$ {' '.join(cmd[2:])}")
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     ran = force
-    proc = subprocess.Popen(cmd, cwd=root, env=_stage_env(api_url), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1)
-    try:
-        for line in proc.stdout:
-            line = ANSI.sub("", line.rstrip())
-            if line:
-                tail.append(line)
-                log.info(line)
-                ran = ran or line.startswith(f"Running stage '{stage}'")
-        rc = proc.wait()
-    finally:
-        if proc.poll() is None:  # cancelled or interrupted: don't leave a repro holding the lock
-            proc.terminate()
-            proc.wait(30)
+    env = _stage_env(api_url)
+    with handed_context() as context_file:
+        env[PARENT_CONTEXT_ENV] = str(context_file)
+        rc, ran = _stream(stage, cmd, root, env, tail, log, ran)
     if rc != 0:
         # A returned Failed state (not an exception) still triggers retries, and keeps the
         # message readable: the stage's own output instead of a traceback of this function.
@@ -132,6 +144,23 @@ def run_stage(stage: str, root: str, force: bool = False, api_url: str | None = 
                       + "\n".join(tail))
     status = "ran" if ran else "up to date"
     return Completed(message=status, data=status)
+
+
+def _stream(stage: str, cmd: list[str], root: str, env: dict, tail: deque, log, ran: bool) -> tuple[int, bool]:
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            errors="replace", bufsize=1,
+                            start_new_session=True)  # its own process group: _stop reaches the stage too
+    try:
+        for line in proc.stdout:
+            line = ANSI.sub("", line.rstrip())
+            if line:
+                tail.append(line)
+                log.info(line)
+                ran = ran or line.startswith(f"Running stage '{stage}'")
+        return proc.wait(), ran
+    finally:
+        if proc.poll() is None:  # cancelled or interrupted: don't leave a repro holding the lock
+            _stop(proc)
 
 
 # ---------------------------------------------------------------------------- metrics artifacts
@@ -190,7 +219,7 @@ def publish_metrics(root: Path) -> None:
     create_markdown_artifact("\n".join(lines), key="nightlab-metrics",
                              description="mIoU per variant and the change since the previous pipeline run")
     last_file.parent.mkdir(parents=True, exist_ok=True)
-    last_file.write_text(json.dumps({"time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    last_file.write_text(json.dumps({"time": datetime.now(UTC).isoformat(timespec="seconds"),
                                      "source": path, "metrics": metrics}, indent=1))
     log.info("\n".join(lines))
 
@@ -225,7 +254,7 @@ def pipeline(targets: list[str] | None = None, retries: int = 0, force: bool = F
     api_url = _stage_api_url()
     states = {}
     for name in order:
-        task_ = run_stage.with_options(task_run_name=name, retries=retries)
+        task_ = repro_stage.with_options(task_run_name=name, retries=retries)
         # wait_for on the upstream states: a failed upstream leaves this task NotReady (not run).
         states[name] = task_(name, str(root), force, api_url, wait_for=[states[d] for d in deps[name]],
                              return_state=True)

@@ -1,4 +1,4 @@
-"""Stage prepare_data: build the dataset and its manifest.
+"""Stage prepare_data: build the dataset and its manifest (docs/design.md 2).
 
 Synthetic data is generated in shards by Prefect tasks whose persisted results are keyed by a
 digest of the generator params and the shard, into a hidden temporary directory that is renamed
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 
-from flows.common import digest, key_from_arg, run_stage, stage_inputs
-from nightlab.config import Params
+from flows.common import catch_user_errors, digest, key_from_arg, stage_flow, stage_inputs, stage_main, task_results
+from flows.paths import DATA_REPORTS, MANIFEST, PREPARED
 from nightlab.data import adapters
 from nightlab.data.manifest import read_manifest, write_manifest
 from nightlab.data.prepare import class_frequency, generate_shard, inspect_samples, synthetic_shards
@@ -25,48 +25,52 @@ from nightlab.io import atomic_path, write_json, write_table
 from nightlab.labels import IGNORE
 from nightlab.viz import plot_class_frequency, save_grid
 
-MANIFEST = Path("data/manifest.parquet")
-REPORTS = Path("reports/data")
+READS: tuple[Path, ...] = ()  # plus data.root for real kinds
+WRITES = (PREPARED, MANIFEST, DATA_REPORTS)
 
 
 @task(persist_result=True, cache_key_fn=key_from_arg, task_run_name="generate-{split}-{first}")
+@catch_user_errors
 def generate(key: str, out: str, split: str, first: int, indices: list[int], seed: int, cfg) -> list[dict]:
     return generate_shard(Path(out), split, indices, seed, cfg)
 
 
-def _synthetic(p: Params, out: Path, log) -> tuple[pd.DataFrame, Path]:
+def _synthetic(p, out: Path, log) -> tuple[pd.DataFrame, Path]:
     cfg = p.data.synthetic
     # The work directory is named by the content digest, so a rerun with the same params finds
     # the shards a killed run already wrote (and Prefect's cache says which ones finished).
-    base = digest("synthetic", cfg, p.seed, list(p.data.splits), stage_inputs("prepare_data"))  # code too
+    base = digest("synthetic", cfg, p.data.seed, list(p.data.splits), stage_inputs("prepare_data"))  # code too
     work = out.parent / f".{out.name}.partial-{base[:12]}"
     work.mkdir(parents=True, exist_ok=True)
-    futures = []
-    for split, idx in synthetic_shards(cfg, p.data.splits):
-        key = digest(base, split, idx)
-        futures.append(generate.submit(key, str(work), split, idx[0], idx, p.seed, cfg))
-    rows = [r for f in futures for r in f.result()]
+    shards = synthetic_shards(cfg, p.data.splits)
+
+    def submit(refresh: bool = False):
+        fn = generate.with_options(refresh_cache=True) if refresh else generate
+        return [fn.submit(digest(base, s, i), str(work), s, i[0], i, p.data.seed, cfg) for s, i in shards]
+
+    futures = submit()
+    rows = [r for shard in task_results(futures) for r in shard]
     missing = [r["image"] for r in rows if not (work / r["image"]).is_file()]
     if missing:  # cache says done but the files are gone (work dir deleted): regenerate all
         log.warning(f"{len(missing)} cached shard outputs missing; regenerating")
-        futures = [generate.with_options(refresh_cache=True).submit(digest(base, s, i), str(work), s, i[0], i, p.seed, cfg)
-                   for s, i in synthetic_shards(cfg, p.data.splits)]
-        rows = [r for f in futures for r in f.result()]
+        futures = submit(refresh=True)
+        rows = [r for shard in task_results(futures) for r in shard]
     log.info(f"generated {len(rows)} images ({len(futures)} shards) in {work}")
     return pd.DataFrame(rows), work
 
 
-@flow(name="prepare_data")
-def prepare_data(p: Params) -> dict:
+@stage_flow("prepare_data")
+def prepare_data(p) -> dict:
     log = get_run_logger()
     out = Path(p.data.out)
     if p.data.kind == "synthetic":
         df, work = _synthetic(p, out, log)
         root = work
     else:
-        df = adapters.scan(p.data.kind, p.data.root, p.data.splits, p.data.encoding, p.data.domain)
-        root, work = Path(p.data.root), None
-        log.info(f"scanned {len(df)} {p.data.kind} samples under {root}")
+        src = p.data.source()
+        df = adapters.scan(src.kind, src.root, src.splits, src.encoding, src.domain)
+        root, work = Path(src.root), None
+        log.info(f"scanned {len(df)} {src.kind} samples under {root}")
     df, counts = inspect_samples(root, df, p.data.check_workers)  # raises DataError naming the bad file
     freq = class_frequency(df, counts)
 
@@ -80,14 +84,14 @@ def prepare_data(p: Params) -> dict:
             write_json(tmp / "source.json", {"kind": p.data.kind, "root": str(root), "samples": len(df)})
     write_manifest(df, MANIFEST, root)
 
-    REPORTS.mkdir(parents=True, exist_ok=True)
-    write_table(freq, csv=REPORTS / "class_frequency.csv")
-    plot_class_frequency(freq, REPORTS / "class_frequency.png")
-    save_grid(REPORTS / "samples.png", sample_rows(MANIFEST))
+    DATA_REPORTS.mkdir(parents=True, exist_ok=True)
+    write_table(freq, csv=DATA_REPORTS / "class_frequency.csv")
+    plot_class_frequency(freq, DATA_REPORTS / "class_frequency.png")
+    save_grid(DATA_REPORTS / "samples.png", sample_rows(MANIFEST))
     summary = {"data.samples": len(df), "data.classes_present": int((counts.sum(0) > 0).sum())}
     for (split, domain), g in df.groupby(["split", "domain"]):
         summary[f"data.{split}.{domain}"] = len(g)
-    write_json(REPORTS / "summary.json", summary)
+    write_json(DATA_REPORTS / "summary.json", summary)
     log.info(f"manifest {MANIFEST}: {summary}")
     return summary
 
@@ -96,16 +100,17 @@ def sample_rows(manifest_path: Path, n: int = 3) -> list[list[np.ndarray]]:
     """Night image, day image and colourised labels of the first ``n`` train scenes."""
     m = read_manifest(manifest_path)
     rows = []
-    night = m.select("train", "night") if (m.df.domain == "night").any() else m.select("train")
-    for i in range(min(n, len(night))):
-        stem = Path(night.df.image.iat[i]).name.replace("_night_", "_day_")
+    train = m.df[m.df.split == "train"]
+    night = train[train.domain == "night"] if (train.domain == "night").any() else train
+    for i in night.index[:n]:
+        stem = Path(m.df.image.at[i]).name.replace("_night_", "_day_")
         day = m.df.index[m.df.image.str.endswith(stem)]
-        lab = night.label(i)
-        panels = [night.image(i)] + ([m.image(int(day[0]))] if len(day) else []) + [lab.copy()]
+        lab = m.label(int(i))
+        panels = [m.image(int(i))] + ([m.image(int(day[0]))] if len(day) else []) + [lab.copy()]
         panels[-1][lab == IGNORE] = IGNORE
         rows.append(panels)
     return rows
 
 
 if __name__ == "__main__":
-    run_stage(prepare_data, "Build the dataset (synthetic or a real adapter) and its manifest.")
+    stage_main(prepare_data, "Build the dataset (synthetic or a real adapter) and its manifest.")

@@ -1,36 +1,35 @@
-"""Stage select_hard_classes: class c is hard iff IoU_c < hard_classes.threshold (DESIGN 1.2).
+"""Stage select_hard_classes: class c is hard iff IoU_c < hard_classes.threshold (docs/design.md 1.2).
 
 Classes absent from the selection split (IoU undefined) are never hard: no evidence either way.
 """
 from __future__ import annotations
 
-from pathlib import Path
+from prefect import get_run_logger
 
-from prefect import flow, get_run_logger
-
-from flows.common import run_stage
-from nightlab.config import Params
+from flows.common import stage_flow, stage_main
+from flows.paths import HARD_CLASSES, IMAGE_IOU
 from nightlab.hard import select_hard
 from nightlab.io import read_table, write_json
 
-TABLE = Path("reports/image/per_class_iou.parquet")
-OUT = Path("reports/hard_classes.json")
+READS = (IMAGE_IOU,)
+WRITES = (HARD_CLASSES,)
 
 
-@flow(name="select_hard_classes")
-def select_hard_classes(p: Params) -> dict:
+@stage_flow("select_hard_classes")
+def select_hard_classes(p) -> dict:
     log = get_run_logger()
-    table = read_table(TABLE, ["class_id", "class_name", "iou"])
-    hard = select_hard(table, p.hard_classes.threshold)
-    out = {"threshold": p.hard_classes.threshold, "split": p.hard_classes.split, "domain": p.hard_classes.domain,
+    table = read_table(IMAGE_IOU, ["class_id", "class_name", "iou"])
+    threshold = p.hard_classes.threshold
+    hard = select_hard(table, threshold)
+    out = {"threshold": threshold, "selected_on": [str(r) for r in p.splits.select],
            "classes": hard, "names": [c["name"] for c in hard], "ids": [c["id"] for c in hard]}
-    write_json(OUT, out)
+    write_json(HARD_CLASSES, out)
     if hard:
-        log.info(f"hard classes at threshold {p.hard_classes.threshold}: {', '.join(out['names'])}")
+        log.info(f"hard classes at threshold {threshold}: {', '.join(out['names'])}")
     else:
-        log.warning(f"no class has IoU below {p.hard_classes.threshold}: the region step will change nothing")
+        log.warning(f"no class has IoU below {threshold}: the region step will change nothing")
     return out
 
 
 if __name__ == "__main__":
-    run_stage(select_hard_classes, "Select the hard classes from per-class IoU.")
+    stage_main(select_hard_classes, "Select the hard classes from per-class IoU.")

@@ -1,47 +1,48 @@
-"""Stage train_image_model: the image-level model Φ^I on whole images at ``image_scale``."""
+"""Stage train_image_model: the image-level model Φ^I on whole images at ``image_scale``
+(docs/design.md 1.1)."""
 from __future__ import annotations
 
-from pathlib import Path
+from prefect import get_run_logger
 
-from prefect import flow, get_run_logger
-
-from flows.common import params_of, run_stage, stage_inputs
-from nightlab.config import Params
+from flows.common import params_of, stage_flow, stage_inputs, stage_main
+from flows.paths import CHECKPOINTS, IMAGE_MODEL, IMAGE_REPORTS, MANIFEST, PREPARED
 from nightlab.data.dataset import ImageDataset
 from nightlab.data.manifest import read_manifest
+from nightlab.device import pick_device
 from nightlab.distributed import is_main, launch, setup
+from nightlab.io import write_table
 from nightlab.labels import NUM_CLASSES
 from nightlab.models import build_seg_model
 from nightlab.models.loss import make_loss
 from nightlab.models.store import save_model, seg_config
-from nightlab.train import curve_drop, fit, pick_device, seed_everything
-from nightlab.io import write_table
+from nightlab.train import curve_drop, fit, seed_everything
 
-MANIFEST = Path("data/manifest.parquet")
-OUT = Path("models/image")
-CKPT = Path("checkpoints/image")  # outside DVC outs: DVC deletes outs before a run, resume needs these
-CURVE = Path("reports/image/train_curve.csv")
+READS = (MANIFEST, PREPARED)
+WRITES = (IMAGE_MODEL, IMAGE_REPORTS / "train_curve.csv")
+CKPT = CHECKPOINTS / "image"
 
 
-def train(p: Params) -> dict:
+def train(p) -> dict:
     """Build and fit the image model; runs in each training process (nightlab.distributed)."""
     cfg = p.image_model
     seed_everything(p.seed)
     device = setup(pick_device(p.device))
-    m = read_manifest(MANIFEST).select("train", cfg.train.domains)
+    m = read_manifest(MANIFEST).select(p.splits.train, cfg.train.domains)
     ds = ImageDataset(m, cfg.image_scale, train=True, crop=cfg.train.crop, hflip=cfg.train.hflip, seed=p.seed)
     model = build_seg_model(cfg, NUM_CLASSES)
-    curve = fit(model, ds, make_loss(cfg), cfg.train, CKPT, p.seed, device,
-                {**params_of(p, "seed", "data", "image_model", "distributed"), "inputs": stage_inputs("train_image_model")},
-                desc="image model", sync_bn=p.distributed.sync_bn)
+    key = {**params_of(p, "seed", "splits.train", "image_model", "distributed"),
+           "inputs": stage_inputs("train_image_model")}
+    curve = fit(model, ds, make_loss(cfg), cfg.train, CKPT, p.seed, device, key, desc="image model",
+                sync_bn=p.distributed.sync_bn)
     if is_main():
-        save_model(OUT, model, seg_config(cfg))
-        write_table(curve, csv=CURVE)
-    return {"images": len(ds), "device": str(device), "final_loss": float(curve.loss.iloc[-1]), "drop": curve_drop(curve)}
+        save_model(IMAGE_MODEL, model, seg_config(cfg))
+        write_table(curve, csv=IMAGE_REPORTS / "train_curve.csv")
+    return {"images": len(ds), "device": str(device), "final_loss": float(curve.loss.iloc[-1]),
+            "drop": curve_drop(curve)}
 
 
-@flow(name="train_image_model")
-def train_image_model(p: Params) -> dict:
+@stage_flow("train_image_model")
+def train_image_model(p) -> dict:
     log = get_run_logger()
     cfg, d = p.image_model, p.distributed
     log.info(f"training {cfg.backbone} ({'+'.join(cfg.train.domains)}) at scale {cfg.image_scale} "
@@ -53,4 +54,4 @@ def train_image_model(p: Params) -> dict:
 
 
 if __name__ == "__main__":
-    run_stage(train_image_model, "Train the image-level model.")
+    stage_main(train_image_model, "Train the image-level model.")

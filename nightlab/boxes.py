@@ -1,4 +1,4 @@
-"""Hard-region boxes from ground truth (DESIGN 1.3).
+"""Hard-region boxes from ground truth (docs/design.md 1.3).
 
 One box per instance where the dataset has instance ids (Cityscapes ``labelId * 1000 + k``),
 else one per connected component of a class. Tiny ones (``min_area`` pixels) are dropped; each
@@ -87,7 +87,7 @@ def match_to_gt(proposals, gt, iou_thresh: float) -> tuple[np.ndarray, np.ndarra
 
 def recall_at_k(proposals_per_image, gts_per_image, ks=(10, 50, 100), iou_thresh: float = 0.5) -> dict:
     """Share of ground-truth boxes matched (IoU >= thresh) by any of the top-k proposals, pooled over images."""
-    hits = {k: 0 for k in ks}
+    hits = dict.fromkeys(ks, 0)
     total = 0
     for props, gts in zip(proposals_per_image, gts_per_image):
         g = torch.tensor(np.asarray(gts, float).reshape(-1, 4))

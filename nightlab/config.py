@@ -1,18 +1,43 @@
-"""Typed configuration: params.yaml is loaded once, validated here, and passed around as objects.
+"""Typed configuration: the one place where every knob and its default is defined.
 
-Every knob of the pipeline lives in params.yaml. Unknown keys are refused (a typo should not
-silently fall back to a default) and every bad value is reported with its dotted key and the
-allowed range, e.g. ``params.yaml: hard_classes.threshold = 1.7: must be <= 1``.
+``params.yaml`` is loaded once at the edge (a stage's entry point or the command line),
+validated here and passed around as frozen objects. The shipped ``params.yaml`` is exactly
+:func:`params_yaml` of the defaults (a test keeps them equal), so defaults live here alone;
+profiles in ``profiles/`` are overlays that name only what they change.
+
+Unknown keys are refused (a typo must not silently fall back to a default), values keep their
+YAML type (``"0.5"`` or ``true`` is not a number), and every bad value is reported with its
+dotted key and the allowed range, e.g. ``params.yaml: hard_classes.threshold = 1.7: must be <= 1``.
 """
 from __future__ import annotations
 
+import fnmatch
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-DATASET_KINDS = ("synthetic", "cityscapes", "nightcity", "acdc", "darkzurich", "bdd100k", "folder")
+REAL_KINDS = ("cityscapes", "nightcity", "acdc", "darkzurich", "bdd100k", "folder")
+DATASET_KINDS = ("synthetic", *REAL_KINDS)
+# Keys that existed once and were removed: a params file that still sets one gets told why.
+REMOVED = {
+    "data.synthetic.workers": "it never did anything (generation shards run on orchestration.threads / dask_workers)",
+    "hdm.crop_iou": "replaced by hdm.criterion",
+    "hard_classes.split": "replaced by splits.select (source/split/domain selectors)",
+    "hard_classes.domain": "replaced by splits.select (source/split/domain selectors)",
+    "rdn.train.crop": "the RDN always trains on whole images",
+    "region_model.train.crop": "the region model trains on box crops (region_model.region_size)",
+}
 
 
 class ConfigError(ValueError):
@@ -20,7 +45,17 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: YAML types are kept ("0.5", true or 1 are not a float); forbid: typos are errors.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _tuple(v):
+    return tuple(v) if isinstance(v, list) else v
+
+
+# YAML has lists, the config keeps tuples (immutable, hashable).
+Seq = Annotated[tuple, BeforeValidator(_tuple)]
+Names = Annotated[tuple[str, ...], BeforeValidator(_tuple)]
 
 
 def _check_timm_name(name: str) -> str:
@@ -33,41 +68,211 @@ def _check_timm_name(name: str) -> str:
     return name
 
 
+# --------------------------------------------------------------------------------------- data
+
 class SyntheticConfig(_Strict):
-    height: int = Field(256, ge=64, le=2048)
-    width: int = Field(512, ge=64, le=4096)
-    train: int = Field(160, ge=1, description="scenes in the train split (each rendered by day and night)")
-    val: int = Field(40, ge=1)
-    test: int = Field(0, ge=0)
-    workers: int = Field(2, ge=1, le=64)
+    """The built-in procedural night city (docs/design.md section 4)."""
+    version: Literal[1] = Field(1, description="generator version (1: the original generator)")
+    height: int = Field(256, ge=64, le=2048, description="native image height")
+    width: int = Field(512, ge=64, le=4096, description="native image width")
+    train: int = Field(160, ge=0, description="scenes in the train split; each is rendered by day and by night")
+    val: int = Field(40, ge=0, description="scenes in the val split")
+    test: int = Field(0, ge=0, description="scenes in the test split")
+
+
+class SourceConfig(_Strict):
+    """One real dataset on disk, read by its adapter (nightlab.data.adapters)."""
+    kind: Literal[REAL_KINDS]  # type: ignore[valid-type]
+    root: str = Field(description="dataset root; a DVC dependency of the check_source@<name> stage")
+    splits: Names = Field(("train", "val"), min_length=1, description="splits to read")
+    domain: Literal["auto", "day", "night"] = Field("auto", description="auto: what the adapter says")
+    encoding: Literal["auto", "labelIds", "trainIds"] = Field(
+        "auto", description="label encoding; auto: the dataset's own (kind folder must name one)")
+
+    @field_validator("splits")
+    @classmethod
+    def _unique_splits(cls, v):
+        dup = sorted({s for s in v if v.count(s) > 1})
+        if dup:
+            raise ValueError(f"split(s) {dup} listed more than once")
+        return v
+
+    @model_validator(mode="after")
+    def _encoding_known(self):
+        if self.kind == "folder" and self.encoding == "auto":
+            raise ValueError("kind folder needs encoding: labelIds or trainIds (a folder's masks can be either)")
+        if self.kind in ("nightcity", "acdc", "darkzurich") and self.encoding == "trainIds":
+            raise ValueError(f"kind {self.kind} ships labelIds only; encoding must be auto or labelIds")
+        return self
 
 
 class DataConfig(_Strict):
-    kind: Literal[DATASET_KINDS] = "synthetic"  # type: ignore[valid-type]
-    root: str = Field("data/raw", description="dataset root for real datasets")
-    out: str = "data/prepared"
-    splits: tuple[str, ...] = ("train", "val")
-    encoding: Literal["labelIds", "trainIds"] | None = Field(None, description="label encoding for kind 'folder'")
-    domain: Literal["auto", "day", "night"] = Field("auto", description="override the adapter's domain")
+    """Where the samples come from: the synthetic generator or a real dataset (kind/root)."""
+    seed: int = Field(0, ge=0, description="data seed: drives the synthetic generator (training has its own seed)")
+    kind: Literal[DATASET_KINDS] = Field(  # type: ignore[valid-type]
+        "synthetic", description="synthetic | cityscapes | nightcity | acdc | darkzurich | bdd100k | folder")
+    root: str = Field("data/raw", description="dataset root (real kinds)")
+    splits: Names = Field(("train", "val"), min_length=1, description="splits of the kind above to read or generate")
+    encoding: Literal["auto", "labelIds", "trainIds"] = Field("auto", description="label encoding of the kind above")
+    domain: Literal["auto", "day", "night"] = Field("auto", description="override the domain the adapter gives")
+    out: str = Field("data/prepared", description="where prepare_data writes generated images and labels")
     check_workers: int = Field(2, ge=1, le=64, description="threads that open and check every sample")
+    max_errors: int = Field(20, ge=1, le=10_000, description="bad files reported in one pass before stopping")
     synthetic: SyntheticConfig = SyntheticConfig()
 
+    @field_validator("splits")
+    @classmethod
+    def _unique_splits(cls, v):
+        return SourceConfig._unique_splits(v)
+
+    @model_validator(mode="after")
+    def _sources_consistent(self):
+        if self.kind in REAL_KINDS:
+            SourceConfig(kind=self.kind, root=self.root, splits=self.splits, domain=self.domain, encoding=self.encoding)
+        if self.kind == "synthetic":
+            bad = [s for s in self.splits if s not in ("train", "val", "test")]
+            if bad:
+                raise ValueError(f"the synthetic generator makes splits train, val and test, not {bad}")
+        return self
+
+    def source(self) -> SourceConfig:
+        """The real dataset named by kind/root (not for kind synthetic)."""
+        return SourceConfig(kind=self.kind, root=self.root, splits=self.splits, domain=self.domain,
+                            encoding=self.encoding)
+
+
+class RowSelector(BaseModel):
+    """``source/split/domain`` with shell wildcards, e.g. ``nightcity/val/night`` or ``*/train/*``."""
+    model_config = ConfigDict(frozen=True)
+    source: str
+    split: str
+    domain: str
+
+    @classmethod
+    def parse(cls, text: str) -> RowSelector:
+        parts = text.split("/")
+        if len(parts) != 3 or not all(parts):
+            raise ValueError(f"{text!r} is not source/split/domain (use * for any, e.g. '*/val/night')")
+        if parts[2] not in ("day", "night", "*"):
+            raise ValueError(f"{text!r}: domain must be day, night or *")
+        return cls(source=parts[0], split=parts[1], domain=parts[2])
+
+    def __str__(self) -> str:
+        return f"{self.source}/{self.split}/{self.domain}"
+
+    def matches(self, source: str, split: str, domain: str) -> bool:
+        return (fnmatch.fnmatchcase(source, self.source) and fnmatch.fnmatchcase(split, self.split)
+                and fnmatch.fnmatchcase(domain, self.domain))
+
+
+def _selectors(v):
+    v = [v] if isinstance(v, str) else v
+    if not isinstance(v, (list, tuple)) or not v:
+        raise ValueError("must be a non-empty list of source/split/domain selectors")
+    return tuple(s if isinstance(s, RowSelector) else RowSelector.parse(s) for s in v)
+
+
+def selectors(*texts: str) -> tuple[RowSelector, ...]:
+    """``selectors("*/val/night")``: RowSelectors from their text, for code and tests."""
+    return tuple(RowSelector.parse(t) for t in texts)
+
+
+def _may_meet(a: str, b: str) -> bool:
+    return a == b or fnmatch.fnmatchcase(a, b) or fnmatch.fnmatchcase(b, a)
+
+
+def shared_rows(select, report) -> list[str]:
+    """Report selectors that can match rows of the selection split (then they are not held out)."""
+    def meet(r, s) -> bool:
+        return all(_may_meet(x, y) for x, y in zip((r.source, r.split, r.domain), (s.source, s.split, s.domain)))
+
+    return sorted({str(r) for r in report for s in select if meet(r, s)})
+
+
+Rows = Annotated[tuple[RowSelector, ...], BeforeValidator(_selectors),
+                 PlainSerializer(lambda v: [str(s) for s in v], return_type=list)]
+
+
+class SplitsConfig(_Strict):
+    """Manifest rows by role, as source/split/domain selectors (* matches any).
+
+    Models train on ``train``; everything chosen (hard classes, thresholds, merge settings, criteria) is
+    chosen on ``select``; headline numbers come from ``report``, held out unless ``report_on_select``.
+    """
+    # Not strict: selectors are parsed from strings. Defaults are validated so that they are parsed too.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, validate_default=True)
+    train: Rows = Field(("*/train/*",), description="rows the models train on (each model narrows by train.domains)")
+    select: Rows = Field(("*/val/night",), description="selection split: hard classes and every tuned knob")
+    report: Rows = Field(("*/val/night",), description="report split: the headline numbers")
+    report_on_select: bool = Field(True, description="allow report == select (the paper's own protocol); "
+                                   "the report then says its numbers are not held out")
+
+    @field_validator("report_on_select", mode="before")
+    @classmethod
+    def _bool(cls, v):
+        if not isinstance(v, bool):
+            raise ValueError("must be true or false")
+        return v
+
+    @model_validator(mode="after")
+    def _held_out(self):
+        overlap = shared_rows(self.select, self.report)
+        if overlap and not self.report_on_select:
+            raise ValueError(f"report rows {sorted(overlap)} are also selection rows: numbers reported there are "
+                             "not held out; choose another report split, or set report_on_select: true")
+        return self
+
+
+
+# ------------------------------------------------------------------------------------- models
 
 class BoxesConfig(_Strict):
-    min_area: int = Field(12, ge=0, description="components/instances smaller than this (pixels) are dropped")
-    context: float = Field(0.5, ge=0.0, le=4.0, description="each side grows by context * box size")
-    min_size: int = Field(24, ge=1, description="boxes are grown to at least this side (pixels)")
-    connectivity: Literal[4, 8] = 8
+    """Context boxes from the ground truth (docs/design.md 1.3)."""
+    min_area: int = Field(12, ge=0, description="drop instances/components smaller than this (native pixels)")
+    context: float = Field(0.5, ge=0.0, le=4.0, description="grow each side by this fraction of the box size")
+    min_size: int = Field(24, ge=1, description="boxes are at least this wide and high after expansion")
+    connectivity: Literal[4, 8] = Field(8, description="pixel connectivity of components")
+
+
+class TrainBase(_Strict):
+    """One training run (nightlab.train.fit)."""
+    iters: int = Field(300, ge=1, description="optimizer steps")
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(0.002, gt=0.0, le=10.0)
+    weight_decay: float = Field(0.0001, ge=0.0, le=1.0)
+    poly_power: float = Field(0.9, ge=0.0, le=10.0)
+    ckpt_every: int = Field(100, ge=1, description="checkpoint every N steps (resume after a kill)")
+    log_every: int = Field(10, ge=1)
+    workers: int = Field(0, ge=0, le=64, description="data-loader worker processes")
+    domains: Annotated[tuple[Literal["day", "night"], ...], BeforeValidator(_tuple)] = Field(
+        ("day", "night"), min_length=1, description="domains of the train rows used (the paper trains night with day)")
+    hflip: bool = Field(True, description="random horizontal flips")
+    amp: bool = Field(True, description="bf16 autocast on GPU")
+
+
+class ImageTrainConfig(TrainBase):
+    crop: Annotated[tuple[int, int], BeforeValidator(_tuple)] | None = Field(
+        None, description="random crop (h, w) in model input pixels; null: whole images")
+
+
+class RdnTrainConfig(TrainBase):
+    batch_size: int = Field(4, ge=1)
+    lr: float = Field(0.01, gt=0.0, le=10.0)
+
+
+class RegionTrainConfig(TrainBase):
+    iters: int = Field(400, ge=1, description="optimizer steps")
+    batch_size: int = Field(32, ge=1)
 
 
 class SegModelConfig(_Strict):
-    backbone: str = "resnet18"
-    pretrained: str | None = Field(None, description="local checkpoint file for the backbone")
+    backbone: str = Field("resnet18", description="any timm model name (features_only)")
+    pretrained: str | None = Field(None, description="local checkpoint file for the backbone; null: from scratch")
     decoder_channels: int = Field(64, ge=8, le=1024)
-    light_adaptation: bool = True
-    night_aware_loss: bool = True
+    light_adaptation: bool = Field(True, description="the light-adaptation module (docs/design.md 1.1)")
+    night_aware_loss: bool = Field(True, description="exposure-weighted cross-entropy + light regulariser")
     dark_weight: float = Field(1.0, ge=0.0, le=20.0, description="extra CE weight on under/over-exposed pixels")
-    light_reg: float = Field(0.01, ge=0.0, le=10.0)
+    light_reg: float = Field(0.01, ge=0.0, le=10.0, description="weight of the light-adaptation regulariser")
 
     @field_validator("backbone")
     @classmethod
@@ -75,96 +280,85 @@ class SegModelConfig(_Strict):
         return _check_timm_name(v)
 
 
-class TrainConfig(_Strict):
-    iters: int = Field(600, ge=1)
-    batch_size: int = Field(8, ge=1)
-    lr: float = Field(2e-3, gt=0.0, le=10.0)
-    weight_decay: float = Field(1e-4, ge=0.0, le=1.0)
-    poly_power: float = Field(0.9, ge=0.0, le=10.0)
-    ckpt_every: int = Field(100, ge=1)
-    log_every: int = Field(10, ge=1)
-    workers: int = Field(0, ge=0, le=64)
-    domains: tuple[Literal["day", "night"], ...] = ("day", "night")
-    crop: tuple[int, int] | None = Field(None, description="random crop (h, w) in model input pixels")
-    hflip: bool = True
-    amp: bool = True
-
-
 class ImageModelConfig(SegModelConfig):
+    """The image-level model Φ^I (docs/design.md 1.1)."""
     image_scale: float = Field(0.5, gt=0.0, le=1.0, description="whole images are processed at this scale")
-    train: TrainConfig = TrainConfig()
+    train: ImageTrainConfig = ImageTrainConfig()
 
 
 class RegionModelConfig(SegModelConfig):
-    region_size: int = Field(64, ge=16, le=1024, description="crops are resized to region_size x region_size")
-    jitter: float = Field(0.15, ge=0.0, le=1.0, description="random shift/scale of crop boxes, fraction of size")
-    train: TrainConfig = TrainConfig(iters=800, batch_size=32)
+    """The region-level model Φ^R (docs/design.md 1.5): same family as Φ^I, trained on zoomed crops."""
+    region_size: int = Field(64, ge=16, le=1024, description="every crop is resized to region_size x region_size")
+    jitter: float = Field(0.15, ge=0.0, le=1.0, description="random shift/scale of training crops, fraction of size")
+    train: RegionTrainConfig = RegionTrainConfig()
 
 
 class HardClassesConfig(_Strict):
-    threshold: float = Field(0.5, ge=0.0, le=1.0)
-    split: str = "val"
-    domain: Literal["day", "night", "all"] = "night"
+    """Hard-class selection on splits.select (docs/design.md 1.2)."""
+    threshold: float = Field(0.5, ge=0.0, le=1.0, description="class c is hard iff IoU_c < threshold")
 
 
 class RdnConfig(_Strict):
-    backbone: str = "resnet18"
-    pretrained: str | None = None
-    fpn: bool = False
-    anchor_sizes: tuple[int, ...] | Literal["auto"] = "auto"
-    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    """The region detection network: torchvision's RPN on a timm backbone (docs/design.md 1.4)."""
+    backbone: str = Field("resnet18", description="any timm model name with stride-8 features")
+    pretrained: str | None = Field(None, description="local checkpoint file for the backbone; null: from scratch")
+    fpn: bool = Field(False, description="true: strides 8 and 16 through torchvision's FeaturePyramidNetwork")
+    anchor_sizes: Seq | Literal["auto"] = Field("auto", description="auto: spread over the hard boxes' sizes; "
+                                                "or a list of pixel sizes at image_scale")
+    aspect_ratios: Seq = Field((0.5, 1.0, 2.0), min_length=1)
     image_scale: float = Field(0.5, gt=0.0, le=1.0)
     pre_nms_top_n: int = Field(600, ge=1)
     post_nms_top_n: int = Field(100, ge=1)
     nms_thresh: float = Field(0.7, gt=0.0, le=1.0)
     fg_iou_thresh: float = Field(0.5, gt=0.0, le=1.0)
     bg_iou_thresh: float = Field(0.3, ge=0.0, le=1.0)
-    train: TrainConfig = TrainConfig(iters=400, batch_size=4, lr=5e-3, ckpt_every=100)
+    train: RdnTrainConfig = RdnTrainConfig()
 
     @field_validator("backbone")
     @classmethod
     def _timm(cls, v: str) -> str:
         return _check_timm_name(v)
 
+    @field_validator("anchor_sizes", "aspect_ratios")
+    @classmethod
+    def _positive(cls, v):
+        if v != "auto" and (not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in v)):
+            raise ValueError("must be 'auto' or a list of positive numbers")
+        return v
+
     @model_validator(mode="after")
-    def _iou_order(self) -> "RdnConfig":
+    def _iou_order(self) -> RdnConfig:
         if self.bg_iou_thresh > self.fg_iou_thresh:
             raise ValueError("bg_iou_thresh must be <= fg_iou_thresh")
         return self
 
 
 class HdmConfig(_Strict):
-    proposals_per_image: int = Field(50, ge=1, le=2000)
-    match_iou: float = Field(0.5, gt=0.0, le=1.0, description="a proposal is originally positive at this IoU to a hard box")
-    crop_iou: Literal["present_classes"] = "present_classes"
-    finetune_iters: int = Field(200, ge=0)
-    lr: float = Field(2e-3, gt=0.0, le=10.0)
-    batch_size: int = Field(16, ge=1, description="crops per region-model batch")
+    """The hardness detection module: relabel RDN proposals, fine-tune the RPN (docs/design.md 1.6)."""
+    proposals_per_image: int = Field(50, ge=1, le=2000, description="RDN proposals scored per training image")
+    match_iou: float = Field(0.5, gt=0.0, le=1.0, description="a proposal is originally positive at this IoU "
+                             "with a hard box")
+    finetune_iters: int = Field(150, ge=0, description="fine-tuning steps (other settings from rdn.train)")
+    lr: float = Field(0.005, gt=0.0, le=10.0, description="fine-tuning learning rate")
+    batch_size: int = Field(32, ge=1, description="crops per region-model batch while scoring")
 
 
 class MergeConfig(_Strict):
-    score_thresh: float = Field(0.5, ge=0.0, le=1.0)
-    nms_thresh: float = Field(0.5, gt=0.0, le=1.0)
-    max_regions: int = Field(20, ge=0, le=1000)
-    batch_size: int = Field(32, ge=1)
-    panel_images: int = Field(4, ge=0, le=64)
-
-
-class OrchestrationConfig(_Strict):
-    """Where a stage's fanned-out Prefect tasks (generation, box, HDM relabel shards) run."""
-    task_runner: Literal["threads", "dask"] = "threads"
-    threads: int = Field(2, ge=1, le=256, description="concurrent tasks of the thread runner")
-    dask_address: str | None = Field(None, description="scheduler of a running Dask cluster; none: start a local one")
-    dask_workers: int = Field(2, ge=1, le=256, description="worker processes of the local Dask cluster")
+    """Two-level inference (supplement section B, docs/design.md 1.7)."""
+    score_thresh: float = Field(0.5, ge=0.0, le=1.0, description="proposals with objectness >= this ...")
+    nms_thresh: float = Field(0.5, gt=0.0, le=1.0, description="... after NMS at this IoU ...")
+    max_regions: int = Field(20, ge=0, le=1000, description="... at most this many per image")
+    batch_size: int = Field(32, ge=1, description="crops per region-model batch")
+    panel_images: int = Field(4, ge=0, le=64, description="report images in the qualitative panel")
 
 
 class DistributedConfig(_Strict):
     """Data-parallel training of the image and region models (nightlab.distributed, torchrun's launcher)."""
-    nproc_per_node: int = Field(1, ge=1, le=64, description="training processes per machine (GPUs, or CPU ranks)")
-    nnodes: int = Field(1, ge=1, le=1024, description="machines; each runs the stage with the same rdzv settings")
-    rdzv_endpoint: str | None = Field(None, description="host:port of the c10d rendezvous; none: this machine")
+    nproc_per_node: int = Field(1, ge=1, le=64, description="processes per machine; 1 trains in the stage's process")
+    nnodes: int = Field(1, ge=1, le=1024, description="machines; > 1 needs rdzv_endpoint and rdzv_id")
+    rdzv_endpoint: str | None = Field(None, description="host:port of the c10d rendezvous; null: this machine")
     rdzv_id: str | None = Field(None, description="a job id shared by the nodes of one run")
-    sync_bn: bool = True
+    sync_bn: bool = Field(True, description="BatchNorm statistics over the global batch")
 
     @model_validator(mode="after")
     def _nodes_need_endpoint(self):
@@ -173,10 +367,21 @@ class DistributedConfig(_Strict):
         return self
 
 
+class OrchestrationConfig(_Strict):
+    """Where a stage's fanned-out Prefect tasks (generation, box and HDM shards) run."""
+    task_runner: Literal["threads", "dask"] = Field("threads", description="threads | dask")
+    threads: int = Field(2, ge=1, le=256, description="concurrent tasks of the thread runner")
+    dask_address: str | None = Field(None, description="tcp://host:8786 of a running Dask scheduler; "
+                                     "null: start a local cluster")
+    dask_workers: int = Field(2, ge=1, le=256, description="worker processes of that local cluster")
+
+
 class Params(_Strict):
-    seed: int = Field(0, ge=0)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Every knob of the pipeline. DVC reads the same file: each stage in dvc.yaml names the keys it reads."""
+    seed: int = Field(0, ge=0, description="training seed: initialisation, data order, augmentation")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto | cpu | cuda")
     data: DataConfig = DataConfig()
+    splits: SplitsConfig = SplitsConfig()
     boxes: BoxesConfig = BoxesConfig()
     image_model: ImageModelConfig = ImageModelConfig()
     hard_classes: HardClassesConfig = HardClassesConfig()
@@ -198,41 +403,163 @@ class Params(_Strict):
         return self
 
 
+# ------------------------------------------------------------------------------ loading, errors
+
+def _at(data, loc) -> Any:
+    value = data
+    for p in loc:
+        if isinstance(value, dict):
+            value = value.get(p, "?")
+        elif isinstance(value, (list, tuple)) and isinstance(p, int) and -len(value) <= p < len(value):
+            value = value[p]
+        # else: a union-branch tag such as 'tuple[int, ...]' names no data: stay on the same value
+    return value
+
+
 def _format_error(source: str, data: dict, err: ValidationError) -> str:
     lines = [f"{source}: invalid parameters"]
+    seen = set()
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"])
-        value = data
-        for p in e["loc"]:
-            if isinstance(value, dict):
-                value = value.get(p, "?")
-            elif isinstance(value, (list, tuple)) and isinstance(p, int) and -len(value) <= p < len(value):
-                value = value[p]
-            # else: a union-branch tag such as 'tuple[int, ...]' names no data: stay on the same value
-        msg = e["msg"].replace("Value error, ", "")
-        lines.append(f"  {key} = {value!r}: {msg}")
+        # Drop pydantic's union/validator tags from the dotted key: only names and indices of the data.
+        loc = [p for p in e["loc"] if isinstance(p, int) or not any(c in str(p) for c in "[]()")]
+        key = ".".join(str(p) for p in loc)
+        if e["type"] == "extra_forbidden":
+            why = REMOVED.get(key)
+            msg = f"was removed: {why}" if why else "unknown key (a typo? see params.yaml for every key)"
+        else:
+            msg = e["msg"].replace("Value error, ", "")
+        line = f"  {key or '(top level)'} = {_at(data, loc)!r}: {msg}"
+        if line not in seen:
+            seen.add(line)
+            lines.append(line)
     return "\n".join(lines)
 
 
-def parse_params(data: dict, source: str = "params") -> Params:
+def parse_params(data: dict | None, source: str = "params") -> Params:
     try:
         return Params.model_validate(data or {})
     except ValidationError as err:
         raise ConfigError(_format_error(source, data or {}, err)) from None
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
+def read_params_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
     try:
-        text = path.read_text()
+        data = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: cannot read params file: {err}") from None
-    try:
-        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
-    return parse_params(data, str(path))
+    return data or {}
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    return parse_params(read_params_file(path), str(path))
+
+
+def merge_overlay(base: dict, overlay: dict) -> dict:
+    """``overlay`` (a profile) on top of ``base``: mappings merge key by key, anything else replaces."""
+    out = dict(base)
+    for k, v in overlay.items():
+        out[k] = merge_overlay(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and v else v
+    return out
+
+
+def load_profile(path: str | Path) -> Params:
+    """A profile is an overlay on the defaults: it names only what it changes."""
+    defaults = Params().model_dump(mode="json")
+    return parse_params(merge_overlay(defaults, read_params_file(path)), str(path))
+
+
+# ----------------------------------------------------------------------- params.yaml, written
+
+def _scalar(v) -> str:
+    return yaml.safe_dump(v, default_flow_style=True, width=1000).strip().removesuffix("\n...").strip()
+
+
+def _emit(model: BaseModel, data: dict, indent: int, lines: list[str]) -> None:
+    pad = "  " * indent
+    fields = type(model).model_fields
+    for name, value in data.items():
+        info = fields.get(name)
+        sub = getattr(model, name, None)
+        doc = (info.description or "") if info else ""
+        if isinstance(sub, BaseModel) and not isinstance(sub, RowSelector):
+            head = (type(sub).__doc__ or "").strip().splitlines()[0] if type(sub).__doc__ else ""
+            lines.append(f"{pad}{name}:" + (f"  # {head}" if head and not doc else f"  # {doc}" if doc else ""))
+            _emit(sub, value, indent + 1, lines)
+        elif isinstance(value, dict) and value:  # data.sources: a mapping of sub-models
+            lines.append(f"{pad}{name}:" + (f"  # {doc}" if doc else ""))
+            for key, item in value.items():
+                lines.append(f"{pad}  {key}:")
+                _emit(sub[key], item, indent + 2, lines)
+        else:
+            text = f"{pad}{name}: {_scalar(value)}"
+            lines.append(f"{text:<40}  # {doc}" if doc else text)
+
+
+def params_yaml(params: Params, header: str = "") -> str:
+    """``params`` as a complete, commented params.yaml (DVC looks up every key a stage names)."""
+    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
+    _emit(params, params.model_dump(mode="json"), 0, lines)
+    return "\n".join(lines) + "\n"
+
+
+DEFAULT_HEADER = """\
+The one place for knobs, read by every stage (nightlab.config validates it once; an unknown key
+or a value out of range stops the stage with a message naming the key). Every value here is the
+default: regenerate with `nightlab params` after changing a default in nightlab/config.py, or
+start from a profile: `nightlab params --profile profiles/<name>.yaml`."""
+
+
+# ------------------------------------------------------------------------------ scoped reading
+
+class UndeclaredParam(AttributeError):
+    """A stage read a params key that its dvc.yaml entry does not declare (DVC would not rerun it)."""
+
+
+class ParamsView:
+    """Read-only view of :class:`Params` that allows only the declared keys.
+
+    A stage gets ``ParamsView(params, keys_in_dvc_yaml)``: reading a key that dvc.yaml does not list
+    for the stage raises :class:`UndeclaredParam` instead of silently making the stage depend on a
+    value DVC does not watch. A declared key returns the real object (so library code sees plain
+    config models); an ancestor of declared keys returns another view.
+    """
+
+    def __init__(self, obj, allowed, path: str = "", stage: str = "this stage", seen: set | None = None):
+        object.__setattr__(self, "_obj", obj)
+        object.__setattr__(self, "_allowed", tuple(allowed))
+        object.__setattr__(self, "_path", path)
+        object.__setattr__(self, "_stage", stage)
+        object.__setattr__(self, "_seen", seen if seen is not None else set())
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):  # dunder lookups (pickle, copy) and our own slots: not params
+            raise AttributeError(name)
+        key = f"{self._path}.{name}" if self._path else name
+        value = getattr(self._obj, name)
+        if callable(value) and not isinstance(value, BaseModel):
+            raise UndeclaredParam(f"{self._stage}: call {name}() on a declared section, not on the params view")
+        if any(key == a or key.startswith(a + ".") for a in self._allowed):
+            self._seen.add(key)
+            return value
+        if any(a.startswith(key + ".") for a in self._allowed):
+            return ParamsView(value, self._allowed, key, self._stage, self._seen)
+        raise UndeclaredParam(f"{self._stage} reads params key {key!r}, which its dvc.yaml entry does not declare "
+                              f"(declared: {', '.join(self._allowed)})")
+
+    def __setattr__(self, name, value):
+        raise AttributeError("params are read-only")
+
+    def __repr__(self) -> str:
+        return f"ParamsView({self._path or 'params'}, allowed={list(self._allowed)})"
+
+    @property
+    def seen(self) -> set[str]:
+        """The declared keys (or their sub-keys) read so far."""
+        return self._seen

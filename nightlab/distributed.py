@@ -99,7 +99,8 @@ def sync_batchnorm(model: torch.nn.Module, device: torch.device) -> torch.nn.Mod
         return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     for name, child in model.named_children():
         if type(child) is torch.nn.BatchNorm2d:
-            sync = CPUSyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            sync = CPUSyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
+                                    child.track_running_stats)
             sync.load_state_dict(child.state_dict())
             setattr(model, name, sync)
         else:
@@ -119,7 +120,8 @@ def batch_share(total: torch.Tensor) -> torch.Tensor:
     return t / size
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -136,7 +138,7 @@ def launch(fn, *args, cfg):
         return fn(*args)  # single process, or already a worker of a torchrun command line
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    endpoint = cfg.rdzv_endpoint or f"127.0.0.1:{_free_port()}"
+    endpoint = cfg.rdzv_endpoint or f"127.0.0.1:{free_port()}"
     config = LaunchConfig(min_nodes=cfg.nnodes, max_nodes=cfg.nnodes, nproc_per_node=cfg.nproc_per_node,
                           rdzv_backend="c10d", rdzv_endpoint=endpoint, run_id=cfg.rdzv_id or uuid.uuid4().hex[:12],
                           max_restarts=0, monitor_interval=0.5, start_method="spawn")
@@ -151,4 +153,5 @@ def _worker(fn, *args):
         teardown()
 
 
-__all__ = ["launch", "setup", "teardown", "world", "is_main", "mean_across_ranks", "batch_share", "sync_batchnorm", "CPUSyncBatchNorm"]
+__all__ = ["launch", "free_port", "setup", "teardown", "world", "is_main", "mean_across_ranks", "batch_share",
+           "sync_batchnorm", "CPUSyncBatchNorm"]

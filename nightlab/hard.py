@@ -1,4 +1,4 @@
-"""Hard-class selection (DESIGN 1.2) and reading its result back."""
+"""Hard-class selection (docs/design.md 1.2) and reading its result back."""
 from __future__ import annotations
 
 import math

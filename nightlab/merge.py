@@ -1,4 +1,4 @@
-"""The merge rule (supplement section B, DESIGN 1.7).
+"""The merge rule (supplement section B, docs/design.md 1.7).
 
 Start from the image-level prediction at native size; inside each detected region, replace it
 by the region-level prediction wherever the region model's argmax is a hard class. Where regions

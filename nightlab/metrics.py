@@ -96,7 +96,7 @@ class Evaluator:
             pred = pred.argmax(1)
         self.confusion += confusion_matrix(pred, target, self.num_classes, self.ignore).cpu()
 
-    def merge(self, other: "Evaluator") -> "Evaluator":
+    def merge(self, other: Evaluator) -> Evaluator:
         """Add another shard's counts into this one (counts are additive, so any split works)."""
         if other.num_classes != self.num_classes:
             raise ValueError(f"cannot merge {other.num_classes}-class into {self.num_classes}-class evaluator")

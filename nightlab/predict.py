@@ -10,15 +10,8 @@ import torch
 from nightlab.hard import read_hard_classes
 from nightlab.inference import image_probs, propose, region_probs
 from nightlab.merge import merge, select_regions
-from nightlab.models.rdn import rdn_from_config
-from nightlab.models.store import load_seg_model, load_state
-
-
-def load_detector(path: str | Path, device):
-    state, cfg = load_state(path)
-    model = rdn_from_config(cfg)
-    model.load_state_dict(state)
-    return model.to(device).eval(), cfg
+from nightlab.models.rdn import load_rdn
+from nightlab.models.store import load_seg_model
 
 
 @dataclass
@@ -36,15 +29,19 @@ class TwoLevel:
         self.device = torch.device(device)
         self.image_model, icfg = load_seg_model(models / "image", self.device)
         self.region_model, rcfg = load_seg_model(models / "region", self.device)
-        self.detector, dcfg = load_detector(models / detector, self.device)
-        self.image_scale, self.region_size, self.det_scale = icfg["image_scale"], rcfg["region_size"], dcfg["image_scale"]
+        self.detector, dcfg = load_rdn(models / detector, self.device)
+        self.image_scale, self.region_size = icfg["image_scale"], rcfg["region_size"]
+        self.det_scale = dcfg["image_scale"]
         self.hard = read_hard_classes(hard)
-        self.score_thresh, self.nms_thresh, self.max_regions, self.batch_size = score_thresh, nms_thresh, max_regions, batch_size
+        self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
+        self.max_regions, self.batch_size = max_regions, batch_size
 
     @classmethod
-    def from_params(cls, p, detector: str = "hdm", models="models", hard="reports/hard_classes.json", device="cpu"):
-        m = p.merge
-        return cls(models, hard, detector, device, m.score_thresh, m.nms_thresh, m.max_regions, m.batch_size)
+    def from_params(cls, merge, detector: str = "hdm", models="models", hard="reports/hard_classes.json",
+                    device="cpu") -> TwoLevel:
+        """With the merge settings of a MergeConfig (``params.merge``)."""
+        return cls(models, hard, detector, device, merge.score_thresh, merge.nms_thresh, merge.max_regions,
+                   merge.batch_size)
 
     def regions(self, image: np.ndarray) -> np.ndarray:
         if not self.hard or self.max_regions == 0:

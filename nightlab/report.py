@@ -1,16 +1,12 @@
 """reports/README.md in the paper's style, and the confusion-matrix figure."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from nightlab.io import atomic_path
 from nightlab.labels import CLASS_NAMES
-from nightlab.viz import save_fig
+from nightlab.viz import new_figure, save_fig
 
 ABBREV = {"road": "road", "sidewalk": "side.", "building": "build.", "wall": "wall", "fence": "fence", "pole": "pole",
           "traffic light": "light", "traffic sign": "sign", "vegetation": "veg.", "terrain": "terr.", "sky": "sky",
@@ -22,7 +18,7 @@ ROWS = {"image": "Image level Φ^I", "merged_rdn": "+ region level, RDN boxes",
 
 def confusion_figure(cm: np.ndarray, path) -> None:
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(8, 7))
+    fig, ax = new_figure(8, 7)
     im = ax.imshow(norm, cmap="viridis", vmin=0, vmax=1)
     ax.set_xticks(range(len(CLASS_NAMES)), CLASS_NAMES, rotation=70, ha="right", fontsize=7)
     ax.set_yticks(range(len(CLASS_NAMES)), CLASS_NAMES, fontsize=7)
@@ -37,18 +33,22 @@ def _pct(v) -> str:
     return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{100 * v:.1f}"
 
 
-def _read(path: str) -> dict:
-    p = Path(path)
-    return json.loads(p.read_text()) if p.is_file() else {}
+def paper_tables(path, table: pd.DataFrame, results: dict, hard_info: dict, metrics: dict, stage_metrics: dict,
+                 report_rows: str, held_out: bool) -> None:
+    """reports/README.md: the per-class table, the ablation and the detector comparison.
 
-
-def paper_tables(path, table: pd.DataFrame, results: dict, hard_info: dict, metrics: dict, p) -> None:
+    ``stage_metrics`` holds the rdn, hdm and region stages' metrics (dicts); ``report_rows`` names the
+    report split; ``held_out`` says whether it is disjoint from the selection split.
+    """
     hard = set(hard_info["names"])
     head = [f"**{ABBREV[c]}**\\*" if c in hard else ABBREV[c] for c in table.class_name]
+    protocol = ("held out from the selection split" if held_out else
+                "the same rows the hard classes were selected on (not held out, as in the paper's Table 1)")
+    selected_on = ", ".join(hard_info.get("selected_on", [])) or "the selection split"
     lines = ["# Results", "",
-             f"Evaluated on split `{p.hard_classes.split}`, domain `{p.hard_classes.domain}` at native label "
-             f"resolution; IoU in %. Hard classes (IoU < {hard_info['threshold']} for the image model on the same "
-             f"split), marked \\*: {', '.join(hard_info['names']) or 'none'}.", "",
+             f"Evaluated on `{report_rows}` ({protocol}) at native label resolution; IoU in %. Hard classes "
+             f"(IoU < {hard_info['threshold']} for the image model on `{selected_on}`), marked \\*: "
+             f"{', '.join(hard_info['names']) or 'none'}.", "",
              "## Per-class IoU", "",
              "| Method | " + " | ".join(head) + " | mIoU |", "|---|" + "---|" * (len(head) + 1)]
     for v, label in ROWS.items():
@@ -58,8 +58,9 @@ def paper_tables(path, table: pd.DataFrame, results: dict, hard_info: dict, metr
               "| Method | mIoU | hard-class mIoU | regions / image |", "|---|---|---|---|"]
     for v, label in ROWS.items():
         hm = float(np.nanmean(hard_rows[v])) if len(hard_rows) else float("nan")
-        lines.append(f"| {label} | {_pct(results[v]['mIoU'])} | {_pct(hm)} | {metrics.get(f'{v}.regions_per_image', '-')} |")
-    rdn, hdm, region = _read("reports/rdn/metrics.json"), _read("reports/hdm/metrics.json"), _read("reports/region/metrics.json")
+        per_image = metrics.get(f"{v}.regions_per_image", "-")
+        lines.append(f"| {label} | {_pct(results[v]['mIoU'])} | {_pct(hm)} | {per_image} |")
+    hdm, region = stage_metrics.get("hdm") or {}, stage_metrics.get("region") or {}
     if hdm:
         lines += ["", "## Region detection: RDN vs HDM (hard ground-truth boxes, IoU >= 0.5)", "",
                   "| Detector | recall@10 | recall@50 | recall@100 | crop-IoU gain of Φ^R over Φ^I, top-10 proposals |",

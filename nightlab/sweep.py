@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 
 from nightlab.io import atomic_path
 from nightlab.labels import CLASS_NAMES
 from nightlab.report import ABBREV
-from nightlab.viz import save_fig
+from nightlab.viz import new_figure, save_fig
 
 METRICS = "reports/metrics.json"
 
@@ -65,7 +64,7 @@ def write_sweep_report(table: pd.DataFrame, md_path: str | Path, png_path: str |
                      f"{100 * r['mIoU image']:.2f} |")
     with atomic_path(md_path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = new_figure(5, 3.2)
     ax.plot(table.threshold, table["mIoU merged (HDM)"] * 100, "o-", label="merged (HDM)")
     ax.plot(table.threshold, table["mIoU image"] * 100, "s--", label="image level")
     ax.set_xlabel("hard_classes.threshold")

@@ -23,14 +23,6 @@ from nightlab.io import atomic_path, write_table
 CKPT_NAME = "checkpoint.pt"
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was asked for but no GPU is available")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -107,7 +99,8 @@ def fit(model, dataset: Dataset, loss_fn, cfg, out_dir: str | Path, seed: int, d
 
     ``stop_after`` ends the run early after that many iterations (tests use it to simulate a kill).
     Inside a torch.distributed process group (nightlab.distributed) it trains data-parallel; rank 0
-    alone writes checkpoints, logs and the progress bar. Returns the training curve (iter, epoch, loss, lr, it_per_s, elapsed_s).
+    alone writes checkpoints, logs and the progress bar. Returns the training curve: one row every
+    ``log_every`` steps with columns iter, epoch, loss, lr and it_per_s.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

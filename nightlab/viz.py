@@ -1,24 +1,29 @@
-"""Figures: sample grids, bar plots and qualitative panels (matplotlib, Agg backend)."""
+"""Figures: sample grids, bar plots and qualitative panels.
+
+Figures are plain ``matplotlib.figure.Figure`` objects (no pyplot): they render without a GUI
+backend and hold no global state, so importing this module changes nothing.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 import cv2
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from nightlab.io import atomic_path, write_image  # noqa: E402
-from nightlab.labels import CLASS_NAMES, IGNORE, colorize  # noqa: E402
+from nightlab.io import atomic_path, write_image
+from nightlab.labels import CLASS_NAMES, IGNORE, colorize
 
 
-def save_fig(fig, path: str | Path) -> None:
+def new_figure(width: float, height: float) -> tuple[Figure, object]:
+    fig = Figure(figsize=(width, height))
+    return fig, fig.subplots()
+
+
+def save_fig(fig: Figure, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format=Path(path).suffix.lstrip(".") or "png")
-    plt.close(fig)
 
 
 def overlay(image: np.ndarray, train_ids: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -52,7 +57,7 @@ def save_grid(path: str | Path, rows: list[list[np.ndarray]], height: int = 128)
 
 
 def plot_class_frequency(freq: pd.DataFrame, path: str | Path) -> None:
-    fig, ax = plt.subplots(figsize=(11, 4))
+    fig, ax = new_figure(11, 4)
     groups = list(freq.groupby(["split", "domain"]))
     width = 0.8 / max(len(groups), 1)
     x = np.arange(len(CLASS_NAMES))
@@ -69,7 +74,7 @@ def plot_class_frequency(freq: pd.DataFrame, path: str | Path) -> None:
 def plot_grouped_iou(table: pd.DataFrame, columns: list[str], path: str | Path, title: str,
                      highlight: list[str] | None = None) -> None:
     """Grouped bars of per-class IoU; ``table`` has a class_name column and one column per variant."""
-    fig, ax = plt.subplots(figsize=(12, 4))
+    fig, ax = new_figure(12, 4)
     x = np.arange(len(table))
     width = 0.8 / len(columns)
     for i, c in enumerate(columns):
@@ -86,13 +91,13 @@ def plot_grouped_iou(table: pd.DataFrame, columns: list[str], path: str | Path, 
     save_fig(fig, path)
 
 
-def plot_curve(df: pd.DataFrame, x: str, ys: list[str], path: str | Path, title: str, logy: bool = False) -> None:
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for y in ys:
-        ax.plot(df[x], df[y], label=y)
-    if logy:
-        ax.set_yscale("log")
-    ax.set_xlabel(x)
-    ax.set_title(title)
-    ax.legend()
+def plot_box_sizes(boxes: pd.DataFrame, path: str | Path) -> None:
+    """Box plot of sqrt(object area) per class: how small each class is in native pixels."""
+    fig, ax = new_figure(11, 4)
+    data = [np.sqrt(boxes.area[boxes.class_id == c]) for c in range(len(CLASS_NAMES))]
+    ax.boxplot([d if len(d) else [np.nan] for d in data], showfliers=False)
+    ax.set_xticks(range(1, len(CLASS_NAMES) + 1), CLASS_NAMES, rotation=60, ha="right")
+    ax.set_yscale("log")
+    ax.set_ylabel("sqrt(object area) [native px]")
+    ax.set_title("Ground-truth object sizes per class")
     save_fig(fig, path)

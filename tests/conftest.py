@@ -1,85 +1,74 @@
-"""Shared fixtures: a project copy for end-to-end runs and a real Prefect server."""
+"""Fixtures: a real Prefect server, and a tiny-profile project after one full `dvc repro`.
+
+The shared helpers (project copies, the Prefect server, the stage environment) live in
+flows/testing.py, which the benchmarks use too.
+"""
 from __future__ import annotations
 
-import os
+import json
 import shutil
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from flows.testing import BIN, ROOT, PrefectServer, commit, copy_project
+
+__all__ = ["BIN", "ROOT", "copy_project", "ran_stages", "run"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def run(cmd, cwd, env, check: bool = True, timeout: float = 1500) -> subprocess.CompletedProcess:
+    res = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and res.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({res.returncode}):\n"
+                             f"{res.stdout[-4000:]}\n{res.stderr[-4000:]}")
+    return res
 
 
-def project_files() -> list[str]:
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout.split("\n")
-    return [f for f in out if f and (ROOT / f).is_file()]
-
-
-def copy_project(dest: Path, profile: str = "profiles/tiny.yaml") -> Path:
-    """Copy the project's tracked files into ``dest``, make it a fresh git repo, use ``profile`` as params."""
-    for rel in project_files():
-        if rel.startswith(("reports/", "benches/RESULTS")) or rel == "dvc.lock":
-            continue  # the copy must reproduce these itself
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / rel, target)
-    shutil.copy2(ROOT / profile, dest / "params.yaml")
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
-    subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
-    subprocess.run(["git", "commit", "-qm", "copy"], cwd=dest, check=True, env=env)
-    return dest
+def ran_stages(output: str) -> list[str]:
+    """The stages `dvc repro` ran, from its output."""
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
 
 
 @pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory):
+def prefect_server():
     """A real Prefect server on 127.0.0.1 at a free port, with its own PREFECT_HOME."""
-    home = tmp_path_factory.mktemp("prefect-home")
-    port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    env.pop("PREFECT_API_URL", None)
-    log = open(home / "server.log", "w")
-    proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/api"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(f"prefect server exited: {(home / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        raise RuntimeError("prefect server did not become healthy in 120 s")
-    yield {"url": url, "home": str(home)}
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    server = PrefectServer()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
-def stage_env(prefect_server, tmp_path):
-    """Environment for running stages/DVC in a project copy against the test Prefect server."""
-    env = {**os.environ, "PREFECT_API_URL": prefect_server["url"], "PREFECT_HOME": prefect_server["home"],
-           "PATH": f"{BIN}:{os.environ.get('PATH', '')}", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    env.pop("PREFECT_LOCAL_STORAGE_PATH", None)
-    return env
+def stage_env(prefect_server) -> dict:
+    """Environment for running stages and DVC in a project copy against the test Prefect server."""
+    return prefect_server.env()
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, prefect_server):
+    """A tiny-profile project copy after one full ``dvc repro``, committed with its dvc.lock.
+
+    Shared and read-only: a test that changes anything takes its own copy (``run_copy``), so no
+    test depends on another having run. ``trace`` lists the params keys each stage read.
+    """
+    proj = copy_project(tmp_path_factory.mktemp("tiny-run") / "proj")
+    trace = proj.parent / "params_trace.jsonl"
+    env = {**prefect_server.env(), "NIGHTLAB_PARAMS_TRACE": str(trace)}
+    out = run(["dvc", "repro"], proj, env).stdout
+    commit(proj, "run")
+    reads = [json.loads(line) for line in trace.read_text().splitlines()]
+    return SimpleNamespace(path=proj, output=out, reads=reads, env=prefect_server.env())
+
+
+@pytest.fixture
+def run_copy(tiny_run, tmp_path) -> Path:
+    """This test's own copy of the completed tiny run (git history, DVC cache and outputs included)."""
+    dest = tmp_path / "proj"
+    shutil.copytree(tiny_run.path, dest, symlinks=True, ignore=_dvc_tmp)
+    return dest
+
+
+def _dvc_tmp(directory: str, names: list[str]) -> list[str]:
+    """DVC's tmp/ (locks, the state database of the original's inodes) stays behind."""
+    return ["tmp"] if Path(directory).name == ".dvc" else []

@@ -5,12 +5,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from fixtures_data import FlippedPairs
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from fixtures_data import FlippedPairs
-
-from nightlab.config import TrainConfig
+from nightlab.config import ImageTrainConfig
 from nightlab.distributed import is_main, setup, sync_batchnorm, world
 from nightlab.metrics import Evaluator
 from nightlab.models import SegModel
@@ -38,7 +37,8 @@ class NoNormNet(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=2, dilation=2),
+        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
+                                  nn.Conv2d(16, 16, 3, padding=2, dilation=2),
                                   nn.ReLU(), nn.Conv2d(16, CLASSES, 1))
 
     def forward(self, x, aux: bool = False):
@@ -52,7 +52,7 @@ def train(out_dir: str, iters: int, batch_size: int, seed: int = 0, batchnorm: b
     seed_everything(seed)
     torch.manual_seed(seed)
     model = SegModel("test_resnet", CLASSES, decoder_channels=8, light_adaptation=True) if batchnorm else NoNormNet()
-    cfg = TrainConfig(iters=iters, batch_size=batch_size, lr=3e-3, ckpt_every=iters, log_every=1, amp=False)
+    cfg = ImageTrainConfig(iters=iters, batch_size=batch_size, lr=3e-3, ckpt_every=iters, log_every=1, amp=False)
     loss = make_loss(SimpleNamespace(night_aware_loss=True, dark_weight=1.0, light_reg=0.01))
     curve = fit(model, Patches(24, seed), loss, cfg, Path(out_dir), seed, device, {"seed": seed}, desc="ddp test")
     if not is_main():

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from nightlab.labels import IGNORE, LABEL_IDS, NUM_CLASSES, train_ids_to_label_ids
 
+
 class FlippedPairs(Dataset):
     """Fixed (image, mask) tensors ``self.x``, ``self.y`` set by a subclass; random flips seeded by
     (seed, epoch, index), like the real datasets."""

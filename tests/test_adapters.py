@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-
 from fixtures_data import ENCODING, KINDS, expected_train_ids, make_dataset, sample_paths
+
 from nightlab.data.adapters import ADAPTERS, scan, scan_cityscapes
 from nightlab.data.manifest import check_sample, decode_label
 from nightlab.io import DataError
@@ -166,7 +166,8 @@ def test_cityscapes_train_ids_encoding_pairs_label_train_ids(tmp_path):
     assert all(lab.endswith("_gtFine_labelTrainIds.png") for lab in df.label)
     for _, row in df.iterrows():
         i = int(Path(row.image).name.split("_")[1])
-        np.testing.assert_array_equal(decode_label(root / row.label, row.encoding), expected_train_ids("cityscapes", "val", i))
+        expected = expected_train_ids("cityscapes", "val", i)
+        np.testing.assert_array_equal(decode_label(root / row.label, row.encoding), expected)
 
 
 def test_folder_domains_nested_and_label_ids(tmp_path):

@@ -7,7 +7,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nightlab.boxes import BOX_COLUMNS, boxes_for, boxes_from_labels, expand_boxes, match_to_gt, recall_at_k, scale_boxes
+from nightlab.boxes import (
+    BOX_COLUMNS,
+    boxes_for,
+    boxes_from_labels,
+    expand_boxes,
+    match_to_gt,
+    recall_at_k,
+    scale_boxes,
+)
+from nightlab.config import selectors
 from nightlab.data.manifest import Manifest
 from nightlab.labels import CLASS_IDS, CLASS_NAMES, IGNORE, LABEL_IDS
 
@@ -172,11 +181,11 @@ def test_recall_at_k_on_hand_made_proposals():
 
 def test_boxes_for_remaps_samples_to_a_subset():
     df = pd.DataFrame(dict(split=["train", "val", "train", "val"], domain=["day", "night", "night", "night"],
-                           image=list("abcd"), label=list("abcd")))
+                           image=list("abcd"), label=list("abcd"), source="synthetic"))
     m = Manifest(df, Path("/root"))
     boxes = pd.DataFrame(dict(sample=[0, 1, 1, 2, 3, 3], class_id=[POLE, POLE, CAR, POLE, CAR, POLE],
                               x0=[0, 1, 2, 3, 4, 5], y0=0, x1=10, y1=10))
-    val = m.select("val")
+    val = m.select(selectors("*/val/*"))
     assert val.df.row.tolist() == [1, 3]
     out = boxes_for(boxes, val)
     assert out["sample"].tolist() == [0, 0, 1, 1]
@@ -184,8 +193,8 @@ def test_boxes_for_remaps_samples_to_a_subset():
     poles = boxes_for(boxes, val, class_ids=[POLE])
     assert poles["sample"].tolist() == [0, 1] and poles.x0.tolist() == [1, 5]
     # a nested selection keeps the position in the *full* manifest
-    night_val = m.select("val").select(domains="night")
+    night_val = m.select(selectors("*/val/*")).select(domains="night")
     assert boxes_for(boxes, night_val)["sample"].tolist() == [0, 0, 1, 1]
-    train_night = m.select("train", "night")
+    train_night = m.select(selectors("*/train/*"), "night")
     assert train_night.df.row.tolist() == [2]
     assert boxes_for(boxes, train_night)[["sample", "x0"]].values.tolist() == [[0, 3]]

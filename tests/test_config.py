@@ -5,7 +5,16 @@ import pydantic
 import pytest
 import yaml
 
-from nightlab.config import DATASET_KINDS, ConfigError, Params, load_params, parse_params
+from nightlab.config import (
+    DATASET_KINDS,
+    ConfigError,
+    Params,
+    ParamsView,
+    UndeclaredParam,
+    load_params,
+    parse_params,
+    shared_rows,
+)
 
 
 def nested(dotted: str, value) -> dict:
@@ -27,8 +36,17 @@ def test_defaults_parse():
     assert p.boxes.min_area == 12
     assert p.image_model.backbone == "resnet18"
     assert p.data.splits == ("train", "val")
-    assert p.region_model.train.iters == 800  # the region model has its own training defaults
-    assert p.image_model.train.iters == 600
+    # each model has its own training defaults, the values of the default run
+    assert (p.image_model.train.iters, p.image_model.train.batch_size, p.image_model.train.lr) == (300, 8, 0.002)
+    assert (p.region_model.train.iters, p.region_model.train.batch_size) == (400, 32)
+    assert (p.rdn.train.iters, p.rdn.train.batch_size, p.rdn.train.lr) == (300, 4, 0.01)
+    assert (p.hdm.finetune_iters, p.hdm.lr, p.hdm.batch_size) == (150, 0.005, 32)
+
+
+def test_partial_train_block_keeps_the_models_own_defaults():
+    p = parse_params({"rdn": {"train": {"iters": 50}}, "region_model": {"train": {"lr": 0.01}}})
+    assert (p.rdn.train.iters, p.rdn.train.batch_size, p.rdn.train.lr) == (50, 4, 0.01)  # not the image model's
+    assert (p.region_model.train.iters, p.region_model.train.batch_size) == (400, 32)
 
 
 def test_load_params_file_overrides_and_empty_file(tmp_path):
@@ -96,7 +114,82 @@ def test_unknown_dataset_kind_lists_allowed_kinds():
 
 @pytest.mark.parametrize("kind", DATASET_KINDS)
 def test_every_dataset_kind_accepted(kind):
-    assert parse_params({"data": {"kind": kind}}).data.kind == kind
+    data = {"kind": kind, **({"encoding": "trainIds"} if kind == "folder" else {})}
+    assert parse_params({"data": data}).data.kind == kind
+
+
+def test_folder_needs_an_explicit_encoding():
+    with pytest.raises(ConfigError, match="folder needs encoding"):
+        parse_params({"data": {"kind": "folder"}})
+
+
+@pytest.mark.parametrize("kind", ["nightcity", "acdc", "darkzurich"])
+def test_encoding_a_dataset_does_not_have_is_refused(kind):
+    with pytest.raises(ConfigError, match="labelIds only"):
+        parse_params({"data": {"kind": kind, "encoding": "trainIds"}})
+
+
+@pytest.mark.parametrize("key, value", [
+    ("hard_classes.threshold", "0.5"),  # a string is not a number
+    ("hard_classes.threshold", True),  # nor is a bool
+    ("image_model.train.iters", 3.5),
+    ("image_model.light_adaptation", 1),  # 1 is not true
+    ("splits.report_on_select", "yes"),
+])
+def test_yaml_types_are_kept(key, value):
+    with pytest.raises(ConfigError) as exc:
+        parse_params(nested(key, value))
+    assert key in str(exc.value)
+
+
+@pytest.mark.parametrize("splits, message", [
+    ([], "at least 1"),
+    (["train", "train", "val"], "more than once"),
+    (["train", "validation"], "train, val and test"),  # the synthetic generator's splits
+])
+def test_bad_split_lists_are_refused(splits, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_params({"data": {"splits": splits}})
+
+
+@pytest.mark.parametrize("key, why", [
+    ("hdm.crop_iou", "hdm.criterion"),
+    ("data.synthetic.workers", "never did anything"),
+    ("rdn.train.crop", "whole images"),
+    ("region_model.train.crop", "region_size"),
+    ("hard_classes.split", "splits.select"),
+])
+def test_removed_keys_say_why(key, why):
+    with pytest.raises(ConfigError) as exc:
+        parse_params(nested(key, "x"))
+    assert key in str(exc.value) and "removed" in str(exc.value) and why in str(exc.value)
+
+
+def test_splits_are_selectors_and_report_must_be_held_out_unless_allowed():
+    p = parse_params({"splits": {"select": "nightcity/val/night", "report": ["darkzurich/val/*"],
+                                 "report_on_select": False}})
+    assert str(p.splits.select[0]) == "nightcity/val/night" and p.splits.report[0].matches("darkzurich", "val", "day")
+    with pytest.raises(ConfigError, match="not held out"):
+        parse_params({"splits": {"select": ["*/val/night"], "report": ["*/val/*"], "report_on_select": False}})
+    allowed = parse_params({"splits": {"select": ["*/val/night"], "report": ["*/val/night"], "report_on_select": True}})
+    assert shared_rows(allowed.splits.select, allowed.splits.report) == ["*/val/night"]
+    with pytest.raises(ConfigError, match="source/split/domain"):
+        parse_params({"splits": {"train": ["train"]}})
+    with pytest.raises(ConfigError, match="domain must be"):
+        parse_params({"splits": {"train": ["*/train/dusk"]}})
+
+
+def test_params_view_allows_only_declared_keys():
+    view = ParamsView(parse_params({}), ["seed", "hard_classes.threshold", "merge", "splits.select"], stage="s")
+    assert view.seed == 0 and view.hard_classes.threshold == 0.5 and view.merge.max_regions == 20
+    assert str(view.splits.select[0]) == "*/val/night"
+    with pytest.raises(UndeclaredParam, match="'splits.report'"):
+        view.splits.report  # noqa: B018
+    with pytest.raises(UndeclaredParam, match="'device'"):
+        view.device  # noqa: B018
+    with pytest.raises(UndeclaredParam):
+        view.model_dump()
+    assert view.seen == {"seed", "hard_classes.threshold", "merge", "splits.select"}
 
 
 @pytest.mark.parametrize("key", ["image_model.backbone", "region_model.backbone", "rdn.backbone"])
@@ -122,7 +215,7 @@ def test_unknown_key_refused(data, key):
         parse_params(data)
     msg = str(exc.value)
     assert key in msg
-    assert "not permitted" in msg
+    assert "unknown key" in msg
 
 
 def test_rdn_iou_order_refused():

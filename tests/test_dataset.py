@@ -1,8 +1,6 @@
 """nightlab.data.dataset: whole-image, region-crop and detection datasets; paired augmentation."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -73,7 +71,7 @@ def test_image_dataset_scaled_shapes_and_content(manifest):
     x, y = ds[0]
     assert x.shape == (3, H // 2, W // 2) and x.dtype == torch.float32
     assert y.shape == (H // 2, W // 2) and y.dtype == torch.long
-    assert 0 <= x.min() and x.max() <= 1
+    assert x.min() >= 0 and x.max() <= 1
     assert type(x) is torch.Tensor and type(y) is torch.Tensor  # no tv_tensors leak into the batches
     assert torch.equal(y, torch.from_numpy(_label()[::2, ::2]).long())
     assert _consistent(x, y)
@@ -168,7 +166,7 @@ def test_region_dataset_fractional_and_train_jitter(manifest):
             x, y = ds[i]
             assert x.shape == (3, 24, 24) and y.shape == (24, 24)
             assert set(y.unique().tolist()) <= lab_vals
-            assert 0 <= x.min() and x.max() <= 1
+            assert x.min() >= 0 and x.max() <= 1
     ds.set_epoch(2)
     assert all(torch.equal(a, b) for a, b in zip(ds[1], ds[1]))  # seeded
 

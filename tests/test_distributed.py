@@ -14,13 +14,14 @@ Stated tolerances:
 """
 from __future__ import annotations
 
+import ddp_worker
 import pytest
 import torch
 
-import ddp_worker
 from nightlab.config import ConfigError, DistributedConfig, load_params
 from nightlab.distributed import launch
 
+pytestmark = pytest.mark.slow  # each test starts two training processes
 BATCH = 4
 ONE, TWO = DistributedConfig(), DistributedConfig(nproc_per_node=2)
 

@@ -1,13 +1,11 @@
 """End to end: the real `dvc repro` on the tiny profile in a temporary copy of the project.
 
-The tests share one project copy and run in file order: full run, no-op rerun, prediction and
-export with the trained models, then a threshold change and `dvc metrics diff`.
+Each test stands on its own: the full run (`tiny_run`) is shared read-only, and a test that
+changes anything works on its own copy of it (`run_copy`).
 """
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -17,37 +15,29 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import BIN, ROOT, ran_stages, run
 
-from conftest import BIN, ROOT, copy_project
+from flows.testing import commit
 
 pytestmark = pytest.mark.e2e
 STREET = ROOT.parent / "shared" / "fixtures" / "street_day_1024x512.png"
 
 
-def run(cmd, cwd, env, check=True):
-    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1500)
-    if check and res.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({res.returncode}):\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}")
-    return res
+def _set_params(proj: Path, **changes) -> None:
+    params = yaml.safe_load((proj / "params.yaml").read_text())
+    for key, value in changes.items():
+        *parents, last = key.split("__")
+        node = params
+        for k in parents:
+            node = node[k]
+        node[last] = value
+    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def ran_stages(output: str) -> list[str]:
-    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory, prefect_server):
-    env = {**os.environ, "PREFECT_API_URL": prefect_server["url"], "PREFECT_HOME": prefect_server["home"],
-           "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
-    proj = copy_project(tmp_path_factory.mktemp("e2e") / "proj")
-    first = run(["dvc", "repro"], proj, env)
-    return proj, env, first.stdout
-
-
-def test_full_repro_runs_every_stage_and_writes_reports(project):
-    proj, env, out = project
+def test_full_repro_runs_every_stage_and_writes_reports(tiny_run):
+    proj = tiny_run.path
     stages = list(yaml.safe_load((proj / "dvc.yaml").read_text())["stages"])
-    assert sorted(ran_stages(out)) == sorted(stages)
+    assert sorted(ran_stages(tiny_run.output)) == sorted(stages)
     manifest = pd.read_parquet(proj / "data/manifest.parquet")
     assert set(manifest.domain) == {"day", "night"} and set(manifest.split) == {"train", "val"}
     hard = json.loads((proj / "reports/hard_classes.json").read_text())
@@ -64,101 +54,103 @@ def test_full_repro_runs_every_stage_and_writes_reports(project):
     for fig in ("reports/data/samples.png", "reports/merged/panel.png", "reports/merged/per_class_iou.png"):
         assert cv2.imread(str(proj / fig)) is not None, fig
     assert "| Method |" in (proj / "reports/README.md").read_text()
-    run(["git", "add", "-A"], proj, env)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run"], proj, env)
 
 
-def test_noop_rerun_executes_nothing(project):
-    proj, env, _ = project
-    again = run(["dvc", "repro"], proj, env)
+def test_every_stage_reads_exactly_the_params_it_declares(tiny_run):
+    """Reading an undeclared key fails the stage at once (ParamsView); here, the other direction:
+    a declared key that no code reads would rerun the stage for nothing."""
+    stages = yaml.safe_load((tiny_run.path / "dvc.yaml").read_text())["stages"]
+    for record in tiny_run.reads:
+        declared = set(stages[record["stage"]].get("params", []))
+        read = set(record["read"])
+        unread = {k for k in declared if not any(r == k or r.startswith(k + ".") for r in read)}
+        assert not unread, f"{record['stage']} declares params it never reads: {sorted(unread)}"
+    assert {r["stage"] for r in tiny_run.reads} == set(stages)
+
+
+def test_noop_rerun_executes_nothing(run_copy, stage_env):
+    again = run(["dvc", "repro"], run_copy, stage_env)
     assert ran_stages(again.stdout) == [], again.stdout
 
 
-def test_predict_on_real_photo_and_unreadable_file(project, tmp_path):
-    proj, env, _ = project
-    images = []
-    if STREET.is_file():
-        images.append(STREET)  # a real street photo, read in place (never copied into the project)
+@pytest.mark.skipif(not STREET.is_file(), reason=f"the real street photo is not here ({STREET})")
+def test_predict_on_the_real_street_photo(tiny_run, tmp_path):
+    res = run([BIN / "nightlab", "predict", STREET, "--out", tmp_path / "pred"], tiny_run.path, tiny_run.env)
+    lab = cv2.imread(str(tmp_path / "pred" / f"{STREET.stem}_trainIds.png"), cv2.IMREAD_UNCHANGED)
+    assert lab.shape == cv2.imread(str(STREET)).shape[:2] and lab.max() < 19, res.stdout
+
+
+def test_predict_odd_size_and_unreadable_file(tiny_run, tmp_path):
     odd = tmp_path / "odd size.jpg"  # a jpg of a size the models never saw
     cv2.imwrite(str(odd), np.random.default_rng(0).integers(0, 255, (97, 203, 3), dtype=np.uint8))
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
-    images += [odd, broken]
-    res = run([str(BIN / "nightlab"), "predict", *map(str, images), "--out", str(tmp_path / "pred")], proj, env, check=False)
+    res = run([BIN / "nightlab", "predict", odd, broken, "--out", tmp_path / "pred"], tiny_run.path, tiny_run.env,
+              check=False)
     assert res.returncode == 1, res.stdout + res.stderr  # some failed
     assert "broken.png" in res.stderr
-    for img in images[:-1]:
-        stem = Path(img).stem
-        lab = cv2.imread(str(tmp_path / "pred" / f"{stem}_trainIds.png"), cv2.IMREAD_UNCHANGED)
-        src = cv2.imread(str(img))
-        assert lab.shape == src.shape[:2] and lab.max() < 19
-        assert (tmp_path / "pred" / f"{stem}_overlay.png").is_file()
-        assert (tmp_path / "pred" / f"{stem}_color.png").is_file()
+    lab = cv2.imread(str(tmp_path / "pred" / f"{odd.stem}_trainIds.png"), cv2.IMREAD_UNCHANGED)
+    assert lab.shape == (97, 203) and lab.max() < 19
+    assert (tmp_path / "pred" / f"{odd.stem}_overlay.png").is_file()
+    assert (tmp_path / "pred" / f"{odd.stem}_color.png").is_file()
 
 
-def test_export_matches_eager(project, tmp_path):
-    proj, env, _ = project
-    res = run([str(BIN / "nightlab"), "export", "--out", str(tmp_path / "export")], proj, env)
+def test_export_matches_eager(tiny_run, tmp_path):
+    res = run([BIN / "nightlab", "export", "--out", tmp_path / "export"], tiny_run.path, tiny_run.env)
     assert "image_model" in res.stdout and "region_model" in res.stdout
     assert (tmp_path / "export" / "image_model.torchscript.pt").is_file()
 
 
-def test_hdm_relabel_shards_on_dask_match_threads(project, tmp_path):
+def test_hdm_relabel_shards_on_dask_match_threads(run_copy, stage_env, tiny_run):
     """The HDM relabel shards on a local Dask cluster (2 worker processes) score every proposal
     exactly as the thread runner did in the full run."""
-    proj, env, _ = project
-    copy = tmp_path / "dask"
-    shutil.copytree(proj, copy, symlinks=True, ignore=shutil.ignore_patterns(".dvc"))
-    params = yaml.safe_load((copy / "params.yaml").read_text())
-    params["orchestration"]["task_runner"] = "dask"
-    (copy / "params.yaml").write_text(yaml.safe_dump(params))
-    out = run([str(BIN / "python"), "-m", "flows.hdm_relabel_retrain"], copy, {**env, "PREFECT_TASKS_REFRESH_CACHE": "true"})
+    _set_params(run_copy, orchestration__task_runner="dask")
+    env = {**stage_env, "PREFECT_TASKS_REFRESH_CACHE": "true"}
+    out = run([BIN / "python", "-m", "flows.hdm_relabel_retrain"], run_copy, env)
     assert "local Dask cluster" in out.stderr
     assert "Task run 'relabel-" in out.stdout + out.stderr
-    pd.testing.assert_frame_equal(pd.read_parquet(proj / "data/hdm_proposals.parquet"),
-                                  pd.read_parquet(copy / "data/hdm_proposals.parquet"))
+    pd.testing.assert_frame_equal(pd.read_parquet(tiny_run.path / "data/hdm_proposals.parquet"),
+                                  pd.read_parquet(run_copy / "data/hdm_proposals.parquet"))
 
 
-def test_threshold_change_reruns_only_selection_onwards_and_metrics_diff(project):
-    proj, env, _ = project
-    params = yaml.safe_load((proj / "params.yaml").read_text())
+def test_threshold_change_reruns_only_selection_onwards_and_metrics_diff(run_copy, stage_env):
+    proj = run_copy
     old_hard = json.loads((proj / "reports/hard_classes.json").read_text())["names"]
-    params["hard_classes"]["threshold"] = 0.05
-    (proj / "params.yaml").write_text(yaml.safe_dump(params))
-    changed = run(["dvc", "repro"], proj, env)
+    _set_params(proj, hard_classes__threshold=0.05)
+    changed = run(["dvc", "repro"], proj, stage_env)
     ran = ran_stages(changed.stdout)
     assert ran[0] == "select_hard_classes" and "evaluate_merged" in ran
     assert not {"prepare_data", "hard_region_boxes", "train_image_model", "per_class_iou"} & set(ran), ran
     new = json.loads((proj / "reports/hard_classes.json").read_text())
     assert new["threshold"] == 0.05 and all(c["iou"] < 0.05 for c in new["classes"])
 
-    diff = json.loads(run(["dvc", "params", "diff", "--json"], proj, env).stdout)
+    diff = json.loads(run(["dvc", "params", "diff", "--json"], proj, stage_env).stdout)
     change = diff["params.yaml"]["hard_classes.threshold"]
     assert (change["old"], change["new"]) == (0.5, 0.05)
-    metrics = json.loads(run(["dvc", "metrics", "diff", "--json"], proj, env).stdout)
+    metrics = json.loads(run(["dvc", "metrics", "diff", "--json"], proj, stage_env).stdout)
     if sorted(new["names"]) != sorted(old_hard):  # the hard set changed: the diff must show it
         changed_keys = metrics["reports/metrics.json"]
         assert "hard_classes.count" in changed_keys or any(k.startswith("hard.") for k in changed_keys)
 
 
-def test_threshold_sweep_with_dvc_queue_and_report(project):
+def test_threshold_sweep_with_dvc_queue_and_report(run_copy, stage_env):
     """`dvc exp run -S ... --queue` + `dvc queue start`, then `nightlab report threshold-sweep`."""
-    proj, env, _ = project
-    run(["git", "add", "-A"], proj, env)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "threshold 0.05"], proj, env)
-    run(["dvc", "exp", "run", "-S", "hard_classes.threshold=0.3,0.6", "--queue"], proj, env)
+    proj = run_copy
+    run(["dvc", "exp", "run", "-S", "hard_classes.threshold=0.3,0.6", "--queue"], proj, stage_env)
     # The queue worker is a daemon that inherits stdout: send its output to a file, then poll.
     with open(proj.parent / "queue.log", "w") as log:
-        subprocess.run(["dvc", "queue", "start"], cwd=proj, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=1500)
+        subprocess.run(["dvc", "queue", "start"], cwd=proj, env=stage_env, stdout=log, stderr=subprocess.STDOUT,
+                       timeout=1500)
     deadline = time.time() + 1200
     while time.time() < deadline:
-        status = run(["dvc", "queue", "status"], proj, env).stdout
+        status = run(["dvc", "queue", "status"], proj, stage_env).stdout
         if "Queued" not in status and "Running" not in status:
             break
         time.sleep(5)
     assert status.count("Success") == 2, status
-    res = run([str(BIN / "nightlab"), "report", "threshold-sweep"], proj, env)
+    res = run([BIN / "nightlab", "report", "threshold-sweep"], proj, stage_env)
     md = (proj / "reports/sweep/threshold_sweep.md").read_text()
-    for thr in ("| 0.05 |", "| 0.3 |", "| 0.6 |"):
+    for thr in ("| 0.5 |", "| 0.3 |", "| 0.6 |"):
         assert thr in md, md
     assert (proj / "reports/sweep/threshold_sweep.png").is_file() and "Thres." in res.stdout
+    commit(proj, "sweep")

@@ -7,12 +7,22 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from cityscapesscripts.helpers.labels import id2label, labels as cs_labels, trainId2label
+from cityscapesscripts.helpers.labels import id2label, trainId2label
+from cityscapesscripts.helpers.labels import labels as cs_labels
 
 from nightlab import labels as L
-from nightlab.io import (DataError, atomic_path, read_image, read_json, read_label, read_table, write_image,
-                         write_json, write_label, write_table)
-
+from nightlab.io import (
+    DataError,
+    atomic_path,
+    read_image,
+    read_json,
+    read_label,
+    read_table,
+    write_image,
+    write_json,
+    write_label,
+    write_table,
+)
 
 # ---------------------------------------------------------------- labels
 
@@ -33,14 +43,14 @@ def test_known_label_ids(label_id, train_id):
 
 def test_class_names_and_ids():
     assert L.NUM_CLASSES == 19
-    assert L.CLASS_NAMES == tuple(trainId2label[t].name for t in range(19))
+    assert tuple(trainId2label[t].name for t in range(19)) == L.CLASS_NAMES
     assert L.CLASS_NAMES[0] == "road" and L.CLASS_NAMES[18] == "bicycle"
     assert L.class_ids(["pole", "traffic light", "bicycle"]) == [5, 6, 18]
     with pytest.raises(ValueError, match="polee"):
         L.class_ids(["polee"])
     assert L.LABEL_IDS["road"] == 7 and L.LABEL_IDS["ego vehicle"] == 1
-    assert L.INSTANCE_CLASSES == {"person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle"}
-    assert L.VALID_LABEL_IDS == frozenset(range(34))
+    assert {"person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle"} == L.INSTANCE_CLASSES
+    assert frozenset(range(34)) == L.VALID_LABEL_IDS
 
 
 def test_train_label_train_round_trip():
@@ -89,10 +99,9 @@ def test_atomic_path_success_renames(tmp_path):
 
 def test_atomic_path_raise_leaves_nothing(tmp_path):
     target = tmp_path / "out.parquet"
-    with pytest.raises(RuntimeError, match="boom"):
-        with atomic_path(target) as tmp:
-            tmp.write_bytes(b"half written")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half written")
+        raise RuntimeError("boom")
     assert not target.exists()
     assert _leftovers(tmp_path) == []
 
@@ -100,21 +109,19 @@ def test_atomic_path_raise_leaves_nothing(tmp_path):
 def test_atomic_path_raise_keeps_previous_file(tmp_path):
     target = tmp_path / "out.json"
     target.write_text("old")
-    with pytest.raises(KeyboardInterrupt):
-        with atomic_path(target) as tmp:
-            tmp.write_text("new, half")
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), atomic_path(target) as tmp:
+        tmp.write_text("new, half")
+        raise KeyboardInterrupt
     assert target.read_text() == "old"
     assert _leftovers(tmp_path) == ["out.json"]
 
 
 def test_atomic_path_dir(tmp_path):
     target = tmp_path / "model"
-    with pytest.raises(ValueError):
-        with atomic_path(target, is_dir=True) as tmp:
-            assert tmp.is_dir()
-            (tmp / "weights.pt").write_bytes(b"x")
-            raise ValueError("killed")
+    with pytest.raises(ValueError), atomic_path(target, is_dir=True) as tmp:
+        assert tmp.is_dir()
+        (tmp / "weights.pt").write_bytes(b"x")
+        raise ValueError("killed")
     assert _leftovers(tmp_path) == []
     target.mkdir()
     (target / "stale.txt").write_text("stale")

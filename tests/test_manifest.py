@@ -7,11 +7,19 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-
 from fixtures_data import expected_train_ids, make_dataset
+
+from nightlab.config import selectors
 from nightlab.data.adapters import scan
-from nightlab.data.manifest import (COLUMNS, Manifest, check_sample, decode_label, read_manifest, validate_frame,
-                                    write_manifest)
+from nightlab.data.manifest import (
+    COLUMNS,
+    Manifest,
+    check_sample,
+    decode_label,
+    read_manifest,
+    validate_frame,
+    write_manifest,
+)
 from nightlab.io import DataError
 from nightlab.labels import train_ids_to_label_ids
 
@@ -68,12 +76,15 @@ def test_round_trip_all_instances_missing(tmp_path):
 
 def test_select():
     m = Manifest(validate_frame(_frame(), "t"), Path("/r"))
-    assert len(m.select(split="train")) == 2
-    assert m.select(split="train", domains="night").df.image.tolist() == ["img/b.png"]
+    assert len(m.select(selectors("*/train/*"))) == 2
+    assert m.select(selectors("*/train/*"), domains="night").df.image.tolist() == ["img/b.png"]
+    assert m.select(selectors("*/train/night")).df.image.tolist() == ["img/b.png"]
     assert len(m.select(domains=["day", "night"])) == 3
     assert len(m.select(domains="all")) == 3
-    assert len(m.select(split="test")) == 0
-    assert m.select(split="val").df.index.tolist() == [0]  # re-indexed
+    assert len(m.select(selectors("*/test/*"))) == 0
+    assert len(m.select(selectors("other/*/*"))) == 0  # another source
+    assert len(m.select(selectors("*/train/*", "*/val/*"))) == 3  # any of several selectors
+    assert m.select(selectors("*/val/*")).df.index.tolist() == [0]  # re-indexed
 
 
 def test_read_manifest_errors(tmp_path):
@@ -213,7 +224,7 @@ def test_manifest_reads_scanned_dataset(tmp_path):
     df["height"], df["width"] = 32, 64
     write_manifest(df, tmp_path / "manifest.parquet", root=root)
     m = read_manifest(tmp_path / "manifest.parquet")
-    val = m.select(split="val")
+    val = m.select(selectors("*/val/*"))
     assert len(val) == 2
     for i in range(2):
         assert val.image(i).shape == (32, 64, 3)

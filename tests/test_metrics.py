@@ -135,7 +135,8 @@ def test_agrees_with_cityscapesscripts(tmp_path):
     gt_train_ids = [ID_TO_TRAINID[g] for g in gts]
     for g, gt, p in zip(gts, gt_train_ids, preds):
         # Edge cases where the two conventions could differ:
-        g[gt == train] = 0; p[p == train] = 0    # "train": in neither GT nor pred -> NaN in both
+        g[gt == train] = 0  # "train": in neither GT nor pred -> NaN in both
+        p[p == train] = 0
         g[gt == bus] = 0                          # "bus": predicted, never in GT -> 0.0 in both
         g[gt == bicycle] = 0                      # "bicycle": predicted only on ignore pixels -> NaN in both
         p[p == bicycle] = 0

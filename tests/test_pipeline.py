@@ -7,18 +7,15 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 import yaml
-
 from conftest import BIN, ROOT, copy_project
 
-if str(ROOT) not in sys.path:  # flows/ is run from the project root, not installed
-    sys.path.insert(0, str(ROOT))
-
-from flows.pipeline import plan, stage_order  # noqa: E402
-from nightlab.cli import main as nightlab_main  # noqa: E402
+from flows.pipeline import _stop, plan, stage_order
+from nightlab_cli.main import main as nightlab_main
 
 PY = str(BIN / "python")
 # DVC's two locks: the repo lock (held between stage commands) and the read/write locks on a
@@ -73,12 +70,15 @@ def test_stage_order_is_a_topological_order_of_dvc_dag():
     assert all(pos[a] < pos[b] for a, b in edges), (order, edges)
     cli = run([str(BIN / "nightlab"), "stages"], ROOT, os.environ)
     assert cli.returncode == 0 and cli.stdout.split() == order, cli.stderr
+    # The command finds the project from any of its sub-directories.
+    deeper = run([str(BIN / "nightlab"), "stages"], ROOT / "nightlab" / "models", os.environ)
+    assert deeper.returncode == 0 and deeper.stdout.split() == order, deeper.stderr
 
 
 @pytest.mark.e2e
 def test_schedule_registers_cron_deployment_and_runs_it(tmp_path, prefect_server, stage_env):
     proj = copy_project(tmp_path / "proj")
-    api, name, log = prefect_server["url"], "test-nightly", tmp_path / "serve.log"
+    api, name, log = prefect_server.url, "test-nightly", tmp_path / "serve.log"
 
     def call(method, path, body=None):
         for attempt in range(10):  # a busy test server answers 503 now and then; Prefect's client retries too
@@ -122,8 +122,14 @@ def test_schedule_registers_cron_deployment_and_runs_it(tmp_path, prefect_server
 
     assert (proj / "data/manifest.parquet").is_file() and (proj / "reports/hard_classes.json").is_file()
     tasks = post("/task_runs/filter", {"task_runs": {"flow_run_id": {"any_": [flow_run["id"]]}}})
-    assert sorted(t["name"] for t in tasks) == sorted(stage_order(proj, targets))  # one task per stage
+    # Each stage's own flow run is a subflow of the pipeline run, tracked by a task of its own.
+    children = post("/flow_runs/filter", {"flow_runs": {"parent_task_run_id": {"any_": [t["id"] for t in tasks]}}})
+    trackers = {c["parent_task_run_id"] for c in children}
+    stage_tasks = [t for t in tasks if t["id"] not in trackers]
+    assert sorted(t["name"] for t in stage_tasks) == sorted(stage_order(proj, targets))  # one task per stage
     assert {t["state_type"] for t in tasks} == {"COMPLETED"}
+    flows_by_id = {f["id"]: f["name"] for f in post("/flows/filter", {})}
+    assert sorted(flows_by_id[c["flow_id"]] for c in children) == sorted(stage_order(proj, targets))
     artifacts = post("/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [flow_run["id"]]}}})
     assert {a["key"] for a in artifacts} >= {"nightlab-per-class-iou", "nightlab-metrics"}
     assert (proj / ".prefect-cache/last_metrics.json").is_file()
@@ -174,3 +180,31 @@ def test_second_repro_fails_on_dvc_lock(tmp_path, stage_env):
         assert f"stage {stage_order(proj)[0]} failed" in flow.stderr
     finally:
         stop(first)
+
+
+def test_stop_kills_a_stage_that_ignores_sigterm():
+    """A stuck stage must not keep DVC's lock: after the grace period it is killed, children too."""
+    code = ("import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "subprocess.Popen([sys.executable, '-c', 'import signal, time; "
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)']); "
+            "print('ready', flush=True); time.sleep(600)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert proc.stdout.readline().strip() == "ready"
+    t0 = time.time()
+    _stop(proc, grace_s=1)
+    assert proc.poll() is not None and time.time() - t0 < 15
+    # The grandchild is gone too (killed; its parent is dead, so init reaps it in a moment).
+    gone = wait_until("the process group to be gone", lambda: not _group_alive(proc.pid), 10)
+    assert gone
+
+
+def _group_alive(pgid: int) -> bool:
+    """Any process of the group still running (zombies waiting to be reaped do not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False

@@ -14,7 +14,6 @@ import time
 
 import pytest
 import yaml
-
 from conftest import copy_project
 
 pytestmark = pytest.mark.e2e

@@ -4,15 +4,18 @@ from nightlab.sweep import sweep_table, write_sweep_report
 
 def _rev(name, thr, merged, hard):
     metrics = {"image.mIoU": 0.4, "merged_hdm.mIoU": merged, **{f"hard.{h}": 1 for h in hard}, "hard.road": 0}
-    return {"rev": name, "name": name, "data": {"rev": name, "params": {"params.yaml": {"data": {"hard_classes": {"threshold": thr}}}},
-                                               "metrics": {"reports/metrics.json": {"data": metrics}}}}
+    params = {"params.yaml": {"data": {"hard_classes": {"threshold": thr}}}}
+    return {"rev": name, "name": name,
+            "data": {"rev": name, "params": params, "metrics": {"reports/metrics.json": {"data": metrics}}}}
 
 
 def test_sweep_table_collects_experiments_and_marks_best(tmp_path):
     ws = _rev("workspace", 0.5, 0.45, ["pole", "traffic_light"])
-    ws["experiments"] = [{"revs": [_rev("exp-a", 0.3, 0.41, []), _rev("exp-b", 0.6, 0.43, ["pole", "traffic_light", "wall"])]},
-                         {"revs": [_rev("exp-c", 0.5, 0.45, ["pole", "traffic_light"])]}]  # same run as the workspace
-    head = {"rev": "abc123", "name": "main", "data": {"rev": "abc123", "params": {}, "metrics": {}}}  # no metrics: skipped
+    ws["experiments"] = [
+        {"revs": [_rev("exp-a", 0.3, 0.41, []), _rev("exp-b", 0.6, 0.43, ["pole", "traffic_light", "wall"])]},
+        {"revs": [_rev("exp-c", 0.5, 0.45, ["pole", "traffic_light"])]},  # the same run as the workspace
+    ]
+    head = {"rev": "abc123", "name": "main", "data": {"rev": "abc123", "params": {}, "metrics": {}}}  # no metrics
     table = sweep_table([ws, head])
     assert list(table.threshold) == [0.3, 0.5, 0.6]
     assert table.loc[table.threshold == 0.6, "hard classes"].item() == ["wall", "pole", "traffic light"]

@@ -13,7 +13,6 @@ import sys
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import copy_project
 
 pytestmark = pytest.mark.e2e
@@ -35,7 +34,8 @@ def _run_stages(proj, env, runner: str) -> str:
 
 
 def _tree_digest(root) -> dict:
-    return {str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(root.rglob("*")) if f.is_file()}
+    files = sorted(f for f in root.rglob("*") if f.is_file())
+    return {str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
 
 
 def test_dask_runner_matches_thread_runner(tmp_path, stage_env):

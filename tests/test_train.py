@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import torch
-
 from fixtures_data import ENCODING, FlippedPairs, make_dataset, sample_paths
-from nightlab.config import TrainConfig
+
+from nightlab.config import ImageTrainConfig
 from nightlab.data.dataset import ImageDataset
 from nightlab.data.manifest import Manifest
 from nightlab.labels import NUM_CLASSES
@@ -52,13 +52,13 @@ def _model(seed: int = 0) -> SegModel:
     return SegModel(BACKBONE, NUM_CLASSES, decoder_channels=8, light_adaptation=True)
 
 
-def _cfg(**kw) -> TrainConfig:
+def _cfg(**kw) -> ImageTrainConfig:
     base = dict(iters=6, batch_size=2, lr=2e-3, ckpt_every=2, log_every=1, workers=0, amp=False)
     base.update(kw)
-    return TrainConfig(**base)
+    return ImageTrainConfig(**base)
 
 
-def _run(out_dir: Path, dataset, cfg: TrainConfig, seed: int = 0, stop_after=None, params=PARAMS):
+def _run(out_dir: Path, dataset, cfg: ImageTrainConfig, seed: int = 0, stop_after=None, params=PARAMS):
     seed_everything(seed)
     model = _model(seed)
     curve = fit(model, dataset, LOSS, cfg, out_dir, seed, CPU, params, stop_after=stop_after)

@@ -1,0 +1,1 @@
+"""Data: the synthetic generator, real-dataset adapters, the manifest, and torch datasets."""

@@ -118,7 +118,7 @@ ADAPTERS: dict[str, Callable[..., list[dict]]] = {
 }
 
 
-def scan(kind: str, root: str | Path, splits, encoding: str | None = None, domain: str = "auto") -> pd.DataFrame:
+def scan(kind: str, root: str | Path, splits, encoding: str = "auto", domain: str = "auto") -> pd.DataFrame:
     """Scan a dataset into a manifest frame (height/width filled later by validation)."""
     if kind not in ADAPTERS:
         raise DataError(f"unknown dataset kind {kind!r}; expected one of {sorted(ADAPTERS)}")
@@ -127,7 +127,7 @@ def scan(kind: str, root: str | Path, splits, encoding: str | None = None, domai
         raise DataError(f"{root}: dataset path not found (data.root for kind {kind!r})")
     rows = []
     for split in splits:
-        found = ADAPTERS[kind](root, split, **({"encoding": encoding} if encoding else {}))
+        found = ADAPTERS[kind](root, split, **({"encoding": encoding} if encoding not in (None, "auto") else {}))
         if not found:
             raise DataError(f"{root}: split {split!r} is empty (no {kind} images found)")
         rows += found

@@ -31,10 +31,13 @@ class Manifest:
     def path(self, rel: str) -> Path:
         return self.root / rel
 
-    def select(self, split: str | None = None, domains=None) -> "Manifest":
+    def select(self, rows=None, domains=None) -> "Manifest":
+        """The rows matching any of ``rows`` (RowSelectors, e.g. ``params.splits.select``), and of ``domains``."""
         df = self.df
-        if split is not None:
-            df = df[df.split == split]
+        if rows is not None:
+            keep = [any(r.matches(src, split, dom) for r in rows)
+                    for src, split, dom in zip(df.source, df.split, df.domain)]
+            df = df[np.asarray(keep, dtype=bool)] if len(df) else df
         if domains is not None and domains != "all":
             domains = [domains] if isinstance(domains, str) else list(domains)
             df = df[df.domain.isin(domains)]

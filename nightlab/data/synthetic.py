@@ -1,4 +1,4 @@
-"""Procedural night-city generator (DESIGN section 4).
+"""Procedural night-city generator (docs/design.md section 4).
 
 Each scene is laid out once (a trainId map, an instance map and a per-pixel albedo) and then
 rendered twice: by day (sunlight, mild noise) and by night (low ambient light, street lamps and
@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from nightlab.labels import CLASS_IDS, INSTANCE_CLASSES, LABEL_IDS, train_ids_to_label_ids
+from nightlab.labels import CLASS_IDS, LABEL_IDS, train_ids_to_label_ids
 from nightlab.io import write_image, write_label
 
 C = CLASS_IDS
@@ -97,20 +97,64 @@ def _poly(pts):
     return lambda m: cv2.fillPoly(m, [np.round(np.asarray(pts)).astype(np.int32)], 1)
 
 
+@dataclass
+class _Street:
+    """The scene's perspective: horizon row, vanishing point, road and sidewalk widths at the bottom."""
+    h: int
+    w: int
+    horizon: int
+    vx: float
+    road_half_bottom: float = 0.0
+    side: float = 0.0
+
+    def scale_at(self, y: float) -> float:
+        """Apparent size factor of an object standing at image row y."""
+        return max(0.05, (y - self.horizon) / (self.h - self.horizon))
+
+    def row(self, t: float) -> float:
+        """Image row at depth t in [0, 1] (0: horizon, 1: bottom)."""
+        return self.horizon + t * (self.h - self.horizon)
+
+    def outer_edge(self, left: bool, t: float) -> float:
+        """x of the sidewalk's outer edge at depth t."""
+        return self.vx + (-1 if left else 1) * (6 + t * (self.road_half_bottom + self.side - 6))
+
+    def on_sidewalk(self, left: bool, t: float, rng: np.random.Generator) -> tuple[float, float]:
+        """A point at depth t along the outer part of a sidewalk."""
+        edge = self.vx + (-1 if left else 1) * (2 + t * (self.road_half_bottom - 2))
+        return edge + rng.uniform(0.3, 0.8) * (self.outer_edge(left, t) - edge), self.row(t)
+
+    def lane(self, t: float, offset: float) -> float:
+        """x on the road at depth t, ``offset`` in [-1, 1] of the road's half width."""
+        return self.vx + offset * t * self.road_half_bottom
+
+
 def layout_scene(h: int, w: int, rng: np.random.Generator) -> Scene:
+    """Lay out one scene, back to front: sky, buildings, trees, ground, walls and fences, then the
+    street objects sorted by depth, and the ego-vehicle hood. Each layer is one helper below; the
+    order of the random draws is part of the generator's output, so keep it."""
     cv = _Canvas(h, w, rng)
-    horizon = int(h * rng.uniform(0.36, 0.46))
-    vx = w * rng.uniform(0.4, 0.6)  # vanishing point x
+    street = _Street(h, w, horizon=int(h * rng.uniform(0.36, 0.46)), vx=w * rng.uniform(0.4, 0.6))
+    _sky(cv)
+    _buildings(cv, street.horizon)
+    _trees(cv, street.horizon)
+    _ground(cv, street)
+    _walls_and_fences(cv, street)
+    for _, draw in sorted(_street_objects(cv, street), key=lambda o: o[0]):  # far to near
+        draw()
+    _ego_hood(cv)
+    return Scene(cv.label, cv.instance, cv.albedo, cv.lamps, cv.emissive)
 
-    def scale_at(y):  # apparent size factor of an object standing at image row y
-        return max(0.05, (y - horizon) / (h - horizon))
 
-    # Sky gradient by row.
+def _sky(cv: _Canvas) -> None:
     sky = np.array(cv.colour("sky", 0.05))
-    cv.albedo[:] = sky * np.linspace(0.85, 1.1, h, dtype=np.float32)[:, None, None]
+    cv.albedo[:] = sky * np.linspace(0.85, 1.1, cv.h, dtype=np.float32)[:, None, None]  # a gradient by row
     cv.instance[:] = LABEL_IDS["sky"]
 
-    # Buildings along the horizon, with windows that light up at night.
+
+def _buildings(cv: _Canvas, horizon: int) -> None:
+    """Buildings along the horizon, with windows that light up at night."""
+    rng, h, w = cv.rng, cv.h, cv.w
     x = -rng.uniform(0, 30)
     while x < w:
         bw = rng.uniform(0.08, 0.22) * w
@@ -123,46 +167,46 @@ def layout_scene(h: int, w: int, rng: np.random.Generator) -> Scene:
                     cv.glow(wx + 2, wy + 2, 2, (1.0, 0.8, 0.45), rng.uniform(0.2, 0.5))
         x += bw + rng.uniform(-5, 10)
 
-    # Trees (vegetation) in front of some buildings.
+
+def _trees(cv: _Canvas, horizon: int) -> None:
+    """Trees (vegetation) in front of some buildings."""
+    rng, h, w = cv.rng, cv.h, cv.w
     for _ in range(rng.integers(1, 5)):
         tx, r = rng.uniform(0, w), rng.uniform(0.04, 0.1) * w
         ty = horizon - rng.uniform(0, 0.1) * h
         col = cv.colour("vegetation", 0.06)
         cv.fill("vegetation", lambda m, tx=tx, ty=ty, r=r: cv2.ellipse(m, (int(tx), int(ty)), (int(r), int(r * 0.8)), 0, 0, 360, 1, -1), col)
 
-    # Road trapezoid, sidewalks on both sides, terrain beyond.
-    road_half_bottom = w * rng.uniform(0.3, 0.42)
-    side = w * rng.uniform(0.12, 0.2)
-    left_road = [(vx - 2, horizon), (vx + 2, horizon), (vx + road_half_bottom, h), (vx - road_half_bottom, h)]
+
+def _ground(cv: _Canvas, st: _Street) -> None:
+    """Terrain, then a road trapezoid with sidewalks on both sides, and lane markings."""
+    rng, h, w, vx, horizon = cv.rng, cv.h, cv.w, st.vx, st.horizon
+    st.road_half_bottom = w * rng.uniform(0.3, 0.42)
+    st.side = w * rng.uniform(0.12, 0.2)
+    half, side = st.road_half_bottom, st.side
     cv.fill("terrain", _poly([(0, horizon), (w, horizon), (w, h), (0, h)]))
-    sw_l = [(vx - 6, horizon), (vx - 2, horizon), (vx - road_half_bottom, h), (vx - road_half_bottom - side, h)]
-    sw_r = [(vx + 2, horizon), (vx + 6, horizon), (vx + road_half_bottom + side, h), (vx + road_half_bottom, h)]
-    cv.fill("sidewalk", _poly(sw_l))
-    cv.fill("sidewalk", _poly(sw_r))
-    cv.fill("road", _poly(left_road))
+    cv.fill("sidewalk", _poly([(vx - 6, horizon), (vx - 2, horizon), (vx - half, h), (vx - half - side, h)]))
+    cv.fill("sidewalk", _poly([(vx + 2, horizon), (vx + 6, horizon), (vx + half + side, h), (vx + half, h)]))
+    cv.fill("road", _poly([(vx - 2, horizon), (vx + 2, horizon), (vx + half, h), (vx - half, h)]))
     # Lane markings are part of the road: brighter albedo, same label.
     for t in np.linspace(0.15, 0.95, 6):
-        y0, y1 = horizon + t * (h - horizon), horizon + (t + 0.06) * (h - horizon)
+        y0, y1 = st.row(t), st.row(t + 0.06)
         m = np.zeros((h, w), np.uint8)
-        cv2.line(m, (int(vx), int(y0)), (int(vx), int(y1)), 1, max(1, int(3 * scale_at(y1))))
+        cv2.line(m, (int(vx), int(y0)), (int(vx), int(y1)), 1, max(1, int(3 * st.scale_at(y1))))
         cv.albedo[m > 0] = (0.8, 0.8, 0.75)
 
-    def on_sidewalk(left: bool, t: float):
-        """Point at depth t in [0,1] along the outer part of a sidewalk."""
-        y = horizon + t * (h - horizon)
-        edge = vx + (-1 if left else 1) * (2 + t * (road_half_bottom - 2))
-        out = vx + (-1 if left else 1) * (6 + t * (road_half_bottom + side - 6))
-        return edge + rng.uniform(0.3, 0.8) * (out - edge), y
 
-    # Walls and fences along the outer sidewalk edges.
+def _walls_and_fences(cv: _Canvas, st: _Street) -> None:
+    """Walls and fences along the outer sidewalk edges."""
+    rng, h = cv.rng, cv.h
     for left in (True, False):
         for cls in ("wall", "fence"):
             if rng.random() < (0.8 if cls == "wall" else 0.6):
                 t0 = rng.uniform(0.05, 0.6)
                 t1 = t0 + rng.uniform(0.25, 0.4)  # long enough to read as a wall, not a block
-                xs = [vx + (-1 if left else 1) * (6 + t * (road_half_bottom + side - 6)) for t in (t0, t1)]
-                ys = [horizon + t * (h - horizon) for t in (t0, t1)]
-                hgt = [(0.2 if cls == "wall" else 0.09) * h * scale_at(y) + 2 for y in ys]
+                xs = [st.outer_edge(left, t) for t in (t0, t1)]
+                ys = [st.row(t) for t in (t0, t1)]
+                hgt = [(0.2 if cls == "wall" else 0.09) * h * st.scale_at(y) + 2 for y in ys]
                 col = cv.colour(cls)
                 cv.fill(cls, _poly([(xs[0], ys[0]), (xs[1], ys[1]), (xs[1], ys[1] - hgt[1]), (xs[0], ys[0] - hgt[0])]), col)
                 if cls == "wall":  # a capping course along the top: the cue that tells a wall from a facade
@@ -173,43 +217,46 @@ def layout_scene(h: int, w: int, rng: np.random.Generator) -> Scene:
                         px, py = xs[0] + u * (xs[1] - xs[0]), ys[0] + u * (ys[1] - ys[0])
                         cv2.line(cv.albedo, (int(px), int(py)), (int(px), int(py - hgt[0])), (0.2, 0.18, 0.1), 1)
 
-    objects = []  # (depth_y, draw_fn): drawn far to near
+
+def _street_objects(cv: _Canvas, st: _Street) -> list:
+    """Poles (with lights, signs or lamps), vehicles, pedestrians and riders: (depth row, draw) pairs."""
+    rng, h = cv.rng, cv.h
+    objects = []
     n_lamps = rng.integers(2, 5)
     for _ in range(rng.integers(4, 9)):  # poles, some carrying lights, signs or lamps
         left = rng.random() < 0.5
-        px, py = on_sidewalk(left, rng.uniform(0.1, 1.0))
+        px, py = st.on_sidewalk(left, rng.uniform(0.1, 1.0), rng)
         kind = rng.choice(["light", "sign", "lamp", "plain"], p=[0.35, 0.35, 0.2, 0.1])
-        objects.append((py, lambda px=px, py=py, kind=kind: _pole(cv, px, py, scale_at(py), kind, h)))
+        objects.append((py, lambda px=px, py=py, kind=kind: _pole(cv, px, py, st.scale_at(py), kind, h)))
     for _ in range(n_lamps):  # extra street lamps give the night scene its light pools
         left = rng.random() < 0.5
-        px, py = on_sidewalk(left, rng.uniform(0.2, 0.9))
-        objects.append((py, lambda px=px, py=py: _pole(cv, px, py, scale_at(py), "lamp", h)))
-
-    lane = lambda t, off: vx + off * t * road_half_bottom  # noqa: E731
+        px, py = st.on_sidewalk(left, rng.uniform(0.2, 0.9), rng)
+        objects.append((py, lambda px=px, py=py: _pole(cv, px, py, st.scale_at(py), "lamp", h)))
     for _ in range(rng.integers(2, 6)):  # cars, trucks, buses, sometimes a tram (train)
         t = rng.uniform(0.15, 0.95)
         cls = rng.choice(["car", "truck", "bus", "train"], p=[0.45, 0.2, 0.2, 0.15])
-        y = horizon + t * (h - horizon)
-        x = lane(t, rng.uniform(-0.7, 0.7))
-        objects.append((y, lambda x=x, y=y, cls=cls: _vehicle(cv, x, y, scale_at(y), cls, h)))
+        y = st.row(t)
+        x = st.lane(t, rng.uniform(-0.7, 0.7))
+        objects.append((y, lambda x=x, y=y, cls=cls: _vehicle(cv, x, y, st.scale_at(y), cls, h)))
     for _ in range(rng.integers(2, 9)):  # pedestrians on sidewalks
         left = rng.random() < 0.5
-        px, py = on_sidewalk(left, rng.uniform(0.1, 1.0))
-        objects.append((py, lambda px=px, py=py: _person(cv, px, py, scale_at(py), h)))
+        px, py = st.on_sidewalk(left, rng.uniform(0.1, 1.0), rng)
+        objects.append((py, lambda px=px, py=py: _person(cv, px, py, st.scale_at(py), h)))
     for _ in range(rng.integers(1, 4)):  # riders on bicycles or motorcycles, on the road edge
         t = rng.uniform(0.15, 1.0)
-        y = horizon + t * (h - horizon)
-        x = lane(t, rng.choice([-0.85, 0.85]) + rng.uniform(-0.1, 0.1))
+        y = st.row(t)
+        x = st.lane(t, rng.choice([-0.85, 0.85]) + rng.uniform(-0.1, 0.1))
         cls = rng.choice(["bicycle", "motorcycle"])
         ridden = rng.random() < 0.8
-        objects.append((y, lambda x=x, y=y, cls=cls, ridden=ridden: _two_wheeler(cv, x, y, scale_at(y), cls, ridden, h)))
+        objects.append((y, lambda x=x, y=y, cls=cls, ridden=ridden: _two_wheeler(cv, x, y, st.scale_at(y), cls, ridden, h)))
+    return objects
 
-    for _, draw in sorted(objects, key=lambda o: o[0]):
-        draw()
 
-    hood = int(h * rng.uniform(0.03, 0.07))  # ego-vehicle hood: ignored in evaluation
+def _ego_hood(cv: _Canvas) -> None:
+    """The ego-vehicle hood at the bottom: labelled ego vehicle, ignored in evaluation."""
+    h, w = cv.h, cv.w
+    hood = int(h * cv.rng.uniform(0.03, 0.07))
     cv.fill("ego", lambda m: cv2.ellipse(m, (w // 2, h + hood), (int(w * 0.7), 2 * hood), 0, 180, 360, 1, -1), (0.05, 0.05, 0.06))
-    return Scene(cv.label, cv.instance, cv.albedo, cv.lamps, cv.emissive)
 
 
 def _pole(cv: _Canvas, x, y, s, kind, h):
@@ -399,5 +446,3 @@ def generate_scene(out: Path, split: str, index: int, seed: int, h: int, w: int)
                          height=h, width=w, source="synthetic", encoding="labelIds"))
     return rows
 
-
-assert INSTANCE_CLASSES >= {"person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle"}

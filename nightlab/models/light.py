@@ -1,4 +1,4 @@
-"""Light-adaptation module (our choice, DESIGN 1.1): a small CNN predicts per-pixel curve
+"""Light-adaptation module (our choice, docs/design.md 1.1): a small CNN predicts per-pixel curve
 parameters and re-lights the image with iterated quadratic curves, as in Zero-DCE:
 ``x <- x + a * x * (1 - x)``, a in [-1, 1]. The curve is monotone and keeps [0, 1] in [0, 1], so
 it can brighten dark areas and tame over-exposed ones without inventing structure.

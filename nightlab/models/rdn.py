@@ -125,3 +125,18 @@ def rdn_config(cfg, anchor_sizes) -> dict:
 def rdn_from_config(c: dict) -> RDN:
     return RDN(c["backbone"], c["anchor_sizes"], c["aspect_ratios"], c["fpn"], c["pre_nms_top_n"],
                c["post_nms_top_n"], c["nms_thresh"], c["fg_iou_thresh"], c["bg_iou_thresh"])
+
+
+def load_rdn(model_dir, device="cpu") -> tuple[RDN, dict]:
+    """An RDN (or its HDM fine-tune) saved by ``store.save_model`` with :func:`rdn_config`."""
+    from nightlab.models.store import load_state
+
+    state, cfg = load_state(model_dir)
+    model = rdn_from_config(cfg)
+    model.load_state_dict(state)
+    return model.to(device).eval(), cfg
+
+
+def rpn_loss(model: RDN, x: torch.Tensor, targets: list[dict]) -> torch.Tensor:
+    """L_cls^R + L_reg^R: the ``loss_fn(model, x, y)`` the training loop calls for the RDN."""
+    return sum(model(x, targets)[2].values())

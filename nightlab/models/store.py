@@ -41,3 +41,4 @@ def load_seg_model(model_dir: str | Path, device="cpu") -> tuple[SegModel, dict]
     model = SegModel(cfg["backbone"], cfg["num_classes"], cfg["decoder_channels"], cfg["light_adaptation"])
     model.load_state_dict(state)
     return model.to(device).eval(), cfg
+

@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 
 def arg(*flags: str, **kwargs) -> tuple[tuple[str, ...], dict]:
@@ -33,15 +33,15 @@ def _fail(msg: str, code: int = 2) -> int:
 
 
 def _enter_project() -> Path:
-    """Work in the project around the current directory: the stage flows live in its ``flows/``
-    (not in the installed package), and stage names and outputs are relative to its root."""
+    """Work at the root of the project around the current directory (where dvc.yaml is): stage
+    names, params.yaml and every output path are relative to it, so the commands work from any
+    sub-directory of the project."""
     here = Path.cwd().resolve()
     for root in (here, *here.parents):
-        if (root / "dvc.yaml").is_file() and (root / "flows" / "__init__.py").is_file():
+        if (root / "dvc.yaml").is_file():
             os.chdir(root)
-            sys.path.insert(0, str(root))
             return root
-    raise SystemExit(f"error: no NightLab project (dvc.yaml and flows/) in {here} or above")
+    raise SystemExit(f"error: no NightLab project (dvc.yaml) in {here} or above")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -53,11 +53,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_schedule(args: argparse.Namespace) -> int | None:
     root = _enter_project()  # scheduled runs execute in this process's directory
-    from flows.pipeline import pipeline  # first: flows/__init__ sets Prefect's env before Prefect loads
-
     from prefect.client.schemas.schedules import CronSchedule
     from prefect.settings import get_current_settings
     from pydantic import ValidationError
+
+    from flows.pipeline import pipeline
 
     if not get_current_settings().api.url:
         return _fail("`nightlab schedule` needs a running Prefect server: start `prefect server start` and "
@@ -88,19 +88,19 @@ def cmd_stages(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from nightlab.config import ConfigError, load_params
+    from nightlab.device import pick_device
     from nightlab.io import DataError
     from nightlab.predict import TwoLevel, predict_files
-    from nightlab.train import pick_device
 
     try:
         params = load_params(args.params)
-        model = TwoLevel.from_params(params, args.detector, args.models, args.hard, pick_device(args.device))
+        model = TwoLevel.from_params(params.merge, args.detector, args.models, args.hard, pick_device(args.device))
     except (ConfigError, DataError) as err:
         return _fail(f"{err} (train the models first: make repro)")
     failures = predict_files(args.images, args.out, model)
     done = len(args.images) - len(failures)
     print(f"{done} of {len(args.images)} images written to {args.out}")
-    for path, problem in failures:
+    for _path, problem in failures:
         print(f"failed: {problem}", file=sys.stderr)
     return 1 if failures else 0
 
@@ -150,6 +150,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return subprocess.call([sys.executable, "-m", "benches", *(["--quick"] if args.quick else [])])
 
 
+def cmd_params(args: argparse.Namespace) -> int:
+    from nightlab.config import DEFAULT_HEADER, ConfigError, Params, load_profile, params_yaml
+
+    try:
+        params = load_profile(args.profile) if args.profile else Params()
+    except ConfigError as err:
+        return _fail(str(err))
+    header = DEFAULT_HEADER if not args.profile else (
+        f"Written by `nightlab params --profile {args.profile}`: the defaults of nightlab/config.py with\n"
+        f"the profile's overrides. Edit values here, or change the profile and run the command again.")
+    text = params_yaml(params, header)
+    if args.out == "-":
+        sys.stdout.write(text)
+    else:
+        from nightlab.io import atomic_path
+
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(text)
+        print(f"{args.out}: written" + (f" from {args.profile}" if args.profile else " (defaults)"))
+    return 0
+
+
 _TARGETS = arg("targets", nargs="*", help="stages to run, with what they depend on (default: all of dvc.yaml)")
 _RETRIES = arg("--retries", type=int, default=0, metavar="N", help="retries of a failed stage (default: 0)")
 
@@ -186,6 +208,10 @@ COMMANDS: list[Command] = [
     ]),
     Command("bench", "run the benchmarks (benches/), writing benches/RESULTS.md", cmd_bench, [
         arg("--quick", action="store_true", help="tiny sizes: a smoke check"),
+    ]),
+    Command("params", "write a complete params.yaml: the defaults, or a profile on top of them", cmd_params, [
+        arg("--profile", help="a profile (an overlay of the defaults), e.g. profiles/tiny.yaml"),
+        arg("--out", default="params.yaml", help="where to write it; - for stdout (default: params.yaml)"),
     ]),
     Command("stages", "print the pipeline's stages in DAG order, as read from DVC", cmd_stages, [
         arg("targets", nargs="*", help="only these stages and what they depend on"),

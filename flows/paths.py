@@ -1,0 +1,44 @@
+"""Every artifact path of the pipeline, in one place (relative to the project root).
+
+dvc.yaml names the same paths; tests/test_dvc_yaml.py checks that each stage's deps and outs
+match what its flow declares in ``READS`` and ``WRITES``.
+"""
+from pathlib import Path
+
+# prepare_data
+PREPARED = Path("data/prepared")
+MANIFEST = Path("data/manifest.parquet")
+SOURCES = Path("data/sources")  # check_source@<name>: one checked manifest fragment per real source
+DATA_REPORTS = Path("reports/data")
+
+# hard_region_boxes
+BOXES = Path("data/boxes.parquet")
+BOX_REPORTS = Path("reports/boxes")
+
+# train_image_model, per_class_iou, select_hard_classes
+IMAGE_MODEL = Path("models/image")
+IMAGE_REPORTS = Path("reports/image")
+IMAGE_IOU = IMAGE_REPORTS / "per_class_iou.parquet"
+HARD_CLASSES = Path("reports/hard_classes.json")
+
+# train_rdn, train_region_model, hdm_relabel_retrain
+RDN_MODEL = Path("models/rdn")
+RDN_REPORTS = Path("reports/rdn")
+REGION_MODEL = Path("models/region")
+REGION_REPORTS = Path("reports/region")
+HDM_MODEL = Path("models/hdm")
+HDM_PROPOSALS = Path("data/hdm_proposals.parquet")
+HDM_REPORTS = Path("reports/hdm")
+
+# evaluate_merged
+REPORTS = Path("reports")
+METRICS = REPORTS / "metrics.json"
+MERGED_REPORTS = REPORTS / "merged"
+
+# Outside DVC's outs (DVC deletes outs before a stage runs; resuming needs these).
+CHECKPOINTS = Path("checkpoints")
+PREFECT_CACHE = Path(".prefect-cache")
+
+
+def source_fragment(name: str) -> Path:
+    return SOURCES / f"{name}.parquet"

@@ -1,0 +1,5 @@
+import sys
+
+from nightlab_cli.main import main
+
+sys.exit(main())
