@@ -24,7 +24,7 @@ from benches.common import ROOT, figure, timed
 from nightlab.config import SyntheticConfig, load_params
 from nightlab.data.dataset import ImageDataset
 from nightlab.data.manifest import read_manifest, write_manifest
-from nightlab.data.prepare import generate_shard
+from nightlab.data.synthetic import generate_shard
 from nightlab.device import pick_device
 from nightlab.labels import NUM_CLASSES
 from nightlab.models import build_seg_model

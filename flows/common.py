@@ -17,6 +17,7 @@ import functools
 import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -26,6 +27,7 @@ from prefect import flow
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.paths import MANIFEST, PREPARED
 from nightlab.config import ConfigError, Params, ParamsView, load_params
 from nightlab.io import DataError
 
@@ -60,12 +62,18 @@ def dvc_stage(stage: str, dvc_file: Path = DVC_YAML) -> dict:
     return entry.get("do", entry)
 
 
+def _resolve(text: str, stage: str) -> str:
+    """``${key}`` of a foreach stage (``check_source@nightcity``) filled in."""
+    return text.replace("${key}", stage.partition("@")[2]) if "@" in stage else text
+
+
 def declared_params(stage: str, dvc_file: Path = DVC_YAML) -> list[str]:
-    return [k for k in dvc_stage(stage, dvc_file).get("params", []) if isinstance(k, str)]
+    return [_resolve(k, stage) for k in dvc_stage(stage, dvc_file).get("params", []) if isinstance(k, str)]
 
 
 def declared_deps(stage: str, dvc_file: Path = DVC_YAML) -> list[str]:
-    return [d if isinstance(d, str) else next(iter(d)) for d in dvc_stage(stage, dvc_file).get("deps", [])]
+    deps = [d if isinstance(d, str) else next(iter(d)) for d in dvc_stage(stage, dvc_file).get("deps", [])]
+    return [_resolve(d, stage) for d in deps]
 
 
 # ---------------------------------------------------------------------------- content keys
@@ -103,13 +111,24 @@ def fingerprint(*paths: Path) -> str:
 
 
 def stage_inputs(stage: str, dvc_file: Path = DVC_YAML) -> str:
-    """Digest of the contents of a stage's deps, as dvc.yaml lists them (data and code).
+    """Digest of a stage's deps, as dvc.yaml lists them (code and artifacts), by content.
 
-    Checkpoints and task caches are keyed by it together with the params: otherwise a resumed
-    run could continue from weights trained on older data or code, which DVC cannot see because
-    checkpoints live outside its outs.
+    Checkpoints and task caches are keyed by it together with the params: otherwise a resumed run
+    could continue from weights trained on older data or code, which DVC cannot see because
+    checkpoints live outside its outs. Image data is not hashed again: the manifest, a dep of every
+    stage that reads images, holds the md5 of every file, so the dataset roots and data/prepared
+    are covered by the manifest's own bytes (no stage re-reads gigabytes of images to start).
     """
-    return fingerprint(*(Path(d) for d in declared_deps(stage, dvc_file)))
+    deps = declared_deps(stage, dvc_file)
+    covered = [d for d in deps if "${" in d or Path(d) == PREPARED]  # ${...}: a dataset root
+    if covered and not any(Path(d) == MANIFEST for d in deps) and stage != "prepare_data":
+        raise RuntimeError(f"{dvc_file}: stage {stage} reads image data but not {MANIFEST}, which vouches for it")
+    return fingerprint(*(Path(d) for d in deps if d not in covered))
+
+
+def code_inputs(stage: str, dvc_file: Path = DVC_YAML) -> str:
+    """Digest of a stage's code deps alone (its import closure)."""
+    return fingerprint(*(Path(d) for d in declared_deps(stage, dvc_file) if d.split("/")[0] in ("nightlab", "flows")))
 
 
 def key_from_arg(context, parameters) -> str:
@@ -126,6 +145,81 @@ def params_of(p, *keys: str) -> dict:
             node = getattr(node, part)
         out[key] = node.model_dump(mode="json") if hasattr(node, "model_dump") else node
     return json.loads(json.dumps(out, default=str))
+
+
+# ---------------------------------------------------------------------------- outputs
+
+class StageOutputs:
+    """A stage's outputs change together or not at all.
+
+    ``out(path)`` gives a temporary sibling of ``path`` to write to (a directory with
+    ``directory=True``); when the ``with`` block ends without an error, every temporary is renamed
+    onto its final path, and on any error (a bad file, a full disk, a bug) they are all deleted and
+    the previous run's outputs stay as they were. dvc.yaml marks these outs ``persist: true`` so
+    that DVC does not delete them before the stage runs either.
+    """
+
+    def __init__(self):
+        self.pending: dict[Path, Path] = {}
+        self.kept: set[Path] = set()  # adopted temporaries that survive an abort (resumable work)
+
+    def __call__(self, path: str | Path, directory: bool = False) -> Path:
+        final = Path(path)
+        if final in self.pending:
+            return self.pending[final]
+        final.parent.mkdir(parents=True, exist_ok=True)
+        # The suffix stays last: writers pick the format from it (.png, .csv, .parquet).
+        tmp = final.with_name(f".{final.stem}.stage-{os.getpid()}-{len(self.pending)}{final.suffix}")
+        if tmp.exists():
+            _remove(tmp)
+        if directory:
+            tmp.mkdir()
+        self.pending[final] = tmp
+        return tmp
+
+    def adopt(self, final: str | Path, tmp: Path, keep_on_abort: bool = True) -> None:
+        """A temporary made elsewhere (a resumable work directory) that becomes ``final`` on commit;
+        an abort leaves it for the next run to resume from."""
+        self.pending[Path(final)] = Path(tmp)
+        if keep_on_abort:
+            self.kept.add(Path(tmp))
+
+    def __enter__(self) -> StageOutputs:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+    def commit(self) -> None:
+        missing = [str(f) for f, t in self.pending.items() if not t.exists()]
+        if missing:
+            self.abort()
+            raise RuntimeError(f"stage declared outputs it did not write: {missing}")
+        for final, tmp in self.pending.items():
+            if tmp.is_dir() and final.exists():
+                old = final.with_name(f".{final.name}.old-{os.getpid()}")
+                os.replace(final, old)
+                os.replace(tmp, final)
+                _remove(old)
+            else:
+                os.replace(tmp, final)
+        self.pending.clear()
+
+    def abort(self) -> None:
+        for tmp in self.pending.values():
+            if tmp not in self.kept:
+                _remove(tmp)
+        self.pending.clear()
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------- stages
@@ -152,16 +246,21 @@ def catch_user_errors(fn):
     return run
 
 
-def stage_flow(name: str):
-    """Decorator: a stage flow named like its dvc.yaml stage, reading only the declared params."""
+def stage_flow(name: str, foreach: bool = False):
+    """Decorator: a stage flow named like its dvc.yaml stage, reading only the declared params.
+
+    A ``foreach`` stage (``check_source@<key>``) takes the key as its second argument.
+    """
     def wrap(fn):
         @functools.wraps(fn)
-        def body(p: Params):
-            view = ParamsView(p, declared_params(name), stage=name)
+        def body(p: Params, key: str | None = None):
+            stage = f"{name}@{key}" if foreach else name
+            view = ParamsView(p, declared_params(stage), stage=stage)
             try:
-                return fn(view)
+                return fn(view, key) if foreach else fn(view)
             finally:
-                _trace_params(name, view)
+                _trace_params(stage, view)
+        body.foreach = foreach
         return flow(name=name, validate_parameters=False)(catch_user_errors(body))
     return wrap
 
@@ -229,6 +328,9 @@ def stage_main(stage_flow_fn, description: str, argv: list[str] | None = None) -
     data, an operating-system error), and 1 with a traceback for anything else (a bug).
     """
     ap = argparse.ArgumentParser(prog=f"python -m {stage_flow_fn.fn.__module__}", description=description)
+    foreach = getattr(stage_flow_fn.fn, "foreach", False)
+    if foreach:
+        ap.add_argument("key", help="which item of the stage's foreach (e.g. a source's name)")
     ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     args = ap.parse_args(argv)
     try:
@@ -238,7 +340,8 @@ def stage_main(stage_flow_fn, description: str, argv: list[str] | None = None) -
     # Where shards run never changes a result (tests/test_task_runners.py), so it is read here,
     # outside the declared params: DVC need not rerun a stage when it changes.
     with parent_context():
-        state = stage_flow_fn.with_options(task_runner=task_runner(params.orchestration))(params, return_state=True)
+        run = stage_flow_fn.with_options(task_runner=task_runner(params.orchestration))
+        state = run(params, args.key, return_state=True) if foreach else run(params, return_state=True)
     if state.is_failed():
         if state.name == USER_ERROR_STATE:
             _fail(state.message or "stage failed")

@@ -11,10 +11,11 @@ import pandas as pd
 import torch
 from prefect import get_run_logger
 
-from flows.common import stage_flow, stage_main
+from flows.common import StageOutputs, stage_flow, stage_main
 from flows.paths import (
     BOXES,
     HARD_CLASSES,
+    HARD_SET,
     HDM_MODEL,
     HDM_REPORTS,
     IMAGE_MODEL,
@@ -34,17 +35,21 @@ from nightlab.device import pick_device
 from nightlab.inference import image_probs
 from nightlab.io import read_json, read_table, write_json, write_table
 from nightlab.labels import CLASS_NAMES
-from nightlab.metrics import Evaluator, metrics_to_flat
+from nightlab.metrics import Evaluator, subset_miou
 from nightlab.predict import TwoLevel
 from nightlab.report import confusion_figure, paper_tables
 from nightlab.viz import draw_boxes, overlay, plot_grouped_iou, save_grid
 
-READS = (MANIFEST, PREPARED, BOXES, HARD_CLASSES, IMAGE_MODEL, REGION_MODEL, RDN_MODEL, HDM_MODEL,
+READS = (MANIFEST, PREPARED, BOXES, HARD_CLASSES, HARD_SET, IMAGE_MODEL, REGION_MODEL, RDN_MODEL, HDM_MODEL,
          RDN_REPORTS / "metrics.json", REGION_REPORTS / "metrics.json", HDM_REPORTS / "metrics.json")
 WRITES = (METRICS, REPORTS / "README.md", MERGED_REPORTS / "panel.png", MERGED_REPORTS / "per_class_iou.png",
           MERGED_REPORTS / "per_class_iou.csv", MERGED_REPORTS / "confusion_hdm.png",
           MERGED_REPORTS / "confusion_hdm.csv")
 VARIANTS = ["image", "merged_rdn", "merged_hdm", "merged_gt"]
+
+
+def _r(v) -> float | None:
+    return None if v is None or not np.isfinite(v) else round(float(v), 6)
 
 
 @stage_flow("evaluate_merged")
@@ -57,8 +62,8 @@ def evaluate_merged(p) -> dict:
     sel = full.select(p.splits.report)
     held_out = not set(sel.df.row) & set(full.select(p.splits.select).df.row)
     gt_boxes = boxes_for(read_table(BOXES), sel, hard_info["ids"])
-    hdm = TwoLevel.from_params(p.merge, "hdm", IMAGE_MODEL.parent, HARD_CLASSES, device)
-    rdn = TwoLevel.from_params(p.merge, "rdn", IMAGE_MODEL.parent, HARD_CLASSES, device)
+    hdm = TwoLevel.from_params(p.merge, "hdm", IMAGE_MODEL.parent, HARD_SET, device)
+    rdn = TwoLevel.from_params(p.merge, "rdn", IMAGE_MODEL.parent, HARD_SET, device)
     evs = {v: Evaluator() for v in VARIANTS}
     regions = dict.fromkeys(VARIANTS, 0)
     panel = []
@@ -78,30 +83,31 @@ def evaluate_merged(p) -> dict:
                           draw_boxes(overlay(img, preds["merged_hdm"].byte().numpy()), boxes["merged_hdm"])])
 
     results = {v: evs[v].result() for v in VARIANTS}
+    hard_ids = hard_info["ids"]
+    # Headline numbers only (dvc metrics diff stays readable); per-class IoU goes to the table below.
     metrics = {}
     for v in VARIANTS:
-        metrics.update(metrics_to_flat(results[v], v))
+        metrics[f"{v}.mIoU"] = _r(results[v]["mIoU"])
+        metrics[f"{v}.hard_mIoU"] = _r(subset_miou(results[v]["iou"], hard_ids))
         metrics[f"{v}.regions_per_image"] = round(regions[v] / max(len(sel), 1), 3)
-    metrics["hard_classes.count"] = len(hard_info["ids"])
-    # One flag per class: which classes were hard in this run (read back by the threshold sweep report).
-    metrics.update({f"hard.{n.replace(' ', '_')}": int(c in hard_info["ids"]) for c, n in enumerate(CLASS_NAMES)})
-    metrics["merged_hdm.gain_mIoU"] = round(results["merged_hdm"]["mIoU"] - results["image"]["mIoU"], 6)
-    write_json(METRICS, metrics)
+    metrics["merged_hdm.gain_mIoU"] = _r(results["merged_hdm"]["mIoU"] - results["image"]["mIoU"])
+    metrics["hard_classes.count"] = len(hard_ids)
 
-    table = pd.DataFrame({"class_name": CLASS_NAMES, "hard": [c in hard_info["ids"] for c in range(len(CLASS_NAMES))],
+    table = pd.DataFrame({"class_name": CLASS_NAMES, "hard": [c in hard_ids for c in range(len(CLASS_NAMES))],
                           **{v: results[v]["iou"] for v in VARIANTS}})
-    write_table(table, csv=MERGED_REPORTS / "per_class_iou.csv")
-    plot_grouped_iou(table, VARIANTS, MERGED_REPORTS / "per_class_iou.png",
-                     f"Per-class IoU on {where} (hard classes in red)", highlight=hard_info["names"])
-    cm = evs["merged_hdm"].confusion.numpy()
-    write_table(pd.DataFrame(cm, columns=CLASS_NAMES).assign(gt=CLASS_NAMES), csv=MERGED_REPORTS / "confusion_hdm.csv")
-    confusion_figure(cm, MERGED_REPORTS / "confusion_hdm.png")
-    if panel:
-        save_grid(MERGED_REPORTS / "panel.png", panel, height=160)
     stage_metrics = {"rdn": read_json(RDN_REPORTS / "metrics.json"), "hdm": read_json(HDM_REPORTS / "metrics.json"),
                      "region": read_json(REGION_REPORTS / "metrics.json")}
-    paper_tables(REPORTS / "README.md", table, results, hard_info, metrics, stage_metrics, where,
-                 held_out)
+    cm = evs["merged_hdm"].confusion.numpy()
+    with StageOutputs() as out:
+        write_json(out(METRICS), metrics)
+        write_table(table, csv=out(MERGED_REPORTS / "per_class_iou.csv"))
+        plot_grouped_iou(table, VARIANTS, out(MERGED_REPORTS / "per_class_iou.png"),
+                         f"Per-class IoU on {where} (hard classes in red)", highlight=hard_info["names"])
+        write_table(pd.DataFrame(cm, columns=CLASS_NAMES).assign(gt=CLASS_NAMES),
+                    csv=out(MERGED_REPORTS / "confusion_hdm.csv"))
+        confusion_figure(cm, out(MERGED_REPORTS / "confusion_hdm.png"))
+        save_grid(out(MERGED_REPORTS / "panel.png"), panel or [[np.zeros((8, 8, 3), np.uint8)]], height=160)
+        paper_tables(out(REPORTS / "README.md"), table, results, hard_info, metrics, stage_metrics, where, held_out)
     log.info("mIoU: " + ", ".join(f"{v} {results[v]['mIoU']:.4f}" for v in VARIANTS))
     return metrics
 

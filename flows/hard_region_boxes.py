@@ -9,7 +9,16 @@ from __future__ import annotations
 import pandas as pd
 from prefect import get_run_logger, task
 
-from flows.common import catch_user_errors, digest, key_from_arg, stage_flow, stage_inputs, stage_main, task_results
+from flows.common import (
+    StageOutputs,
+    catch_user_errors,
+    digest,
+    key_from_arg,
+    stage_flow,
+    stage_inputs,
+    stage_main,
+    task_results,
+)
 from flows.paths import BOX_REPORTS, BOXES, MANIFEST, PREPARED
 from nightlab.boxes import boxes_from_labels
 from nightlab.config import BoxesConfig
@@ -44,11 +53,12 @@ def hard_region_boxes(p) -> dict:
     boxes = pd.concat(task_results(futures), ignore_index=True)
     meta = m.df[["split", "domain", "height", "width"]]
     boxes = boxes.join(meta, on="sample")
-    write_table(boxes, parquet=BOXES)
     per_class = boxes.groupby("class_name").agg(boxes=("area", "size"), median_area=("area", "median")).reset_index()
-    BOX_REPORTS.mkdir(parents=True, exist_ok=True)
-    write_table(per_class, csv=BOX_REPORTS / "boxes_per_class.csv")
-    plot_box_sizes(boxes, BOX_REPORTS / "box_sizes.png")
+    with StageOutputs() as out:
+        write_table(boxes, parquet=out(BOXES))
+        reports = out(BOX_REPORTS, directory=True)
+        write_table(per_class, csv=reports / "boxes_per_class.csv")
+        plot_box_sizes(boxes, reports / "box_sizes.png")
     log.info(f"{len(boxes)} boxes from {len(m)} images written to {BOXES}")
     return {"boxes": len(boxes)}
 

@@ -19,6 +19,7 @@ import pandas as pd
 from prefect import get_run_logger, task
 
 from flows.common import (
+    StageOutputs,
     catch_user_errors,
     digest,
     key_from_arg,
@@ -31,7 +32,7 @@ from flows.common import (
 from flows.paths import (
     BOXES,
     CHECKPOINTS,
-    HARD_CLASSES,
+    HARD_SET,
     HDM_MODEL,
     HDM_PROPOSALS,
     HDM_REPORTS,
@@ -54,7 +55,7 @@ from nightlab.models.rdn import load_rdn, rpn_loss
 from nightlab.models.store import load_seg_model, save_model
 from nightlab.train import fit, seed_everything
 
-READS = (MANIFEST, PREPARED, BOXES, HARD_CLASSES, IMAGE_MODEL, REGION_MODEL, RDN_MODEL)
+READS = (MANIFEST, PREPARED, BOXES, HARD_SET, IMAGE_MODEL, REGION_MODEL, RDN_MODEL)
 WRITES = (HDM_PROPOSALS, HDM_MODEL, HDM_REPORTS / "metrics.json", HDM_REPORTS / "finetune_curve.csv")
 CKPT = CHECKPOINTS / "hdm"
 SHARD = 16
@@ -65,7 +66,7 @@ SHARD = 16
 def relabel_shard(key: str, first: int, last: int, train_rows, domains, hdm, device_name: str) -> pd.DataFrame:
     device = pick_device(device_name)
     m = read_manifest(MANIFEST).select(train_rows, domains)
-    gt = boxes_for(read_table(BOXES), m, read_hard_classes(HARD_CLASSES))
+    gt = boxes_for(read_table(BOXES), m, read_hard_classes(HARD_SET))
     rdn, rcfg = load_rdn(RDN_MODEL, device)
     image_model, icfg = load_seg_model(IMAGE_MODEL, device)
     region, gcfg = load_seg_model(REGION_MODEL, device)
@@ -80,7 +81,7 @@ def hdm_relabel_retrain(p) -> dict:
     log = get_run_logger()
     seed_everything(p.seed)
     device = pick_device(p.device)
-    full, boxes, hard = read_manifest(MANIFEST), read_table(BOXES), read_hard_classes(HARD_CLASSES)
+    full, boxes, hard = read_manifest(MANIFEST), read_table(BOXES), read_hard_classes(HARD_SET)
     domains = p.rdn.train.domains
     train = full.select(p.splits.train, domains)
 
@@ -91,45 +92,48 @@ def hdm_relabel_retrain(p) -> dict:
                                     p.device) for i in range(0, len(train), SHARD)]
     table = pd.concat(task_results(futures), ignore_index=True)
     seconds = time.perf_counter() - t0
-    write_table(table, parquet=HDM_PROPOSALS)
-    positives = int(table.orig_positive.sum())
-    kept = int(table.new_label.sum())
-    log.info(f"{len(table)} proposals scored in {seconds:.1f} s; {kept}/{positives} positives kept")
+    out = StageOutputs()
+    with out:
+        write_table(table, parquet=out(HDM_PROPOSALS))
+        positives = int(table.orig_positive.sum())
+        kept = int(table.new_label.sum())
+        log.info(f"{len(table)} proposals scored in {seconds:.1f} s; {kept}/{positives} positives kept")
 
-    # Fine-tune a copy of the RDN on the kept positive proposals.
-    rdn, rcfg = load_rdn(RDN_MODEL, device)
-    targets = table[table.new_label == 1][["sample", "x0", "y0", "x1", "y1"]]
-    if p.hdm.finetune_iters > 0:
-        ds = DetectionDataset(train, targets, rcfg["image_scale"], train=True, hflip=p.rdn.train.hflip, seed=p.seed)
-        tcfg = p.rdn.train.model_copy(update={"iters": p.hdm.finetune_iters, "lr": p.hdm.lr})
-        curve = fit(rdn, ds, rpn_loss, tcfg, CKPT, p.seed, device, {"base": base, "ft": tcfg.model_dump(mode="json")},
-                    desc="hdm finetune", collate_fn=detection_collate, optimizer="sgd")
-        write_table(curve, csv=HDM_REPORTS / "finetune_curve.csv")
-    save_model(HDM_MODEL, rdn, rcfg)
+        # Fine-tune a copy of the RDN on the kept positive proposals.
+        rdn, rcfg = load_rdn(RDN_MODEL, device)
+        targets = table[table.new_label == 1][["sample", "x0", "y0", "x1", "y1"]]
+        if p.hdm.finetune_iters > 0:
+            ds = DetectionDataset(train, targets, rcfg["image_scale"], train=True, hflip=p.rdn.train.hflip, seed=p.seed)
+            tcfg = p.rdn.train.model_copy(update={"iters": p.hdm.finetune_iters, "lr": p.hdm.lr})
+            key = {"base": base, "ft": tcfg.model_dump(mode="json")}
+            curve = fit(rdn, ds, rpn_loss, tcfg, CKPT, p.seed, device, key, desc="hdm finetune",
+                        collate_fn=detection_collate, optimizer="sgd")
+            write_table(curve, csv=out(HDM_REPORTS / "finetune_curve.csv"))
+        save_model(out(HDM_MODEL, directory=True), rdn, rcfg)
 
-    # Compare HDM with the RDN on the selection split.
-    rdn_base, _ = load_rdn(RDN_MODEL, device)
-    rdn.eval()
-    sel = full.select(p.splits.select)
-    gt = boxes_for(boxes, sel, hard)
-    image_model, icfg = load_seg_model(IMAGE_MODEL, device)
-    region, gcfg = load_seg_model(REGION_MODEL, device)
-    metrics = {"hdm.proposals": len(table), "hdm.positives": positives, "hdm.kept": kept,
-               "hdm.kept_share": round(kept / positives, 6) if positives else None,
-               "hdm.relabel_proposals_per_s": round(len(table) / seconds, 3) if seconds > 0 else None}
-    for name, model in (("rdn", rdn_base), ("hdm", rdn)):
-        for k, v in proposal_recall(model, sel, gt, rcfg["image_scale"], device).items():
-            metrics[f"hdm.val.{name}.recall_{k}"] = round(v, 6) if v == v else None
-        props = propose(model, [sel.image(i) for i in range(len(sel))], rcfg["image_scale"], device, RECALL_KS[0])
-        gain = crop_gain(sel, props, image_model, region, icfg["image_scale"], gcfg["region_size"], device,
-                         p.hdm.batch_size)
-        metrics[f"hdm.val.{name}.crop_gain_top{RECALL_KS[0]}"] = round(gain, 6) if gain == gain else None
-    kept_rows = table[table.new_label == 1]
-    gain_kept = (kept_rows.iou_region - kept_rows.iou_image).mean() if len(kept_rows) else None
-    gain_all = (table.iou_region - table.iou_image).mean() if len(table) else None
-    metrics["hdm.train.crop_gain_kept"] = None if gain_kept is None else round(float(gain_kept), 6)
-    metrics["hdm.train.crop_gain_all"] = None if gain_all is None else round(float(gain_all), 6)
-    write_json(HDM_REPORTS / "metrics.json", metrics)
+        # Compare HDM with the RDN on the selection split.
+        rdn_base, _ = load_rdn(RDN_MODEL, device)
+        rdn.eval()
+        sel = full.select(p.splits.select)
+        gt = boxes_for(boxes, sel, hard)
+        image_model, icfg = load_seg_model(IMAGE_MODEL, device)
+        region, gcfg = load_seg_model(REGION_MODEL, device)
+        metrics = {"hdm.proposals": len(table), "hdm.positives": positives, "hdm.kept": kept,
+                   "hdm.kept_share": round(kept / positives, 6) if positives else None,
+                   "hdm.relabel_proposals_per_s": round(len(table) / seconds, 3) if seconds > 0 else None}
+        for name, model in (("rdn", rdn_base), ("hdm", rdn)):
+            for k, v in proposal_recall(model, sel, gt, rcfg["image_scale"], device).items():
+                metrics[f"hdm.val.{name}.recall_{k}"] = round(v, 6) if v == v else None
+            props = propose(model, [sel.image(i) for i in range(len(sel))], rcfg["image_scale"], device, RECALL_KS[0])
+            gain = crop_gain(sel, props, image_model, region, icfg["image_scale"], gcfg["region_size"], device,
+                             p.hdm.batch_size)
+            metrics[f"hdm.val.{name}.crop_gain_top{RECALL_KS[0]}"] = round(gain, 6) if gain == gain else None
+        kept_rows = table[table.new_label == 1]
+        gain_kept = (kept_rows.iou_region - kept_rows.iou_image).mean() if len(kept_rows) else None
+        gain_all = (table.iou_region - table.iou_image).mean() if len(table) else None
+        metrics["hdm.train.crop_gain_kept"] = None if gain_kept is None else round(float(gain_kept), 6)
+        metrics["hdm.train.crop_gain_all"] = None if gain_all is None else round(float(gain_all), 6)
+        write_json(out(HDM_REPORTS / "metrics.json"), metrics)
     log.info(f"HDM metrics: {metrics}")
     return metrics
 

@@ -19,7 +19,8 @@ BOX_REPORTS = Path("reports/boxes")
 IMAGE_MODEL = Path("models/image")
 IMAGE_REPORTS = Path("reports/image")
 IMAGE_IOU = IMAGE_REPORTS / "per_class_iou.parquet"
-HARD_CLASSES = Path("reports/hard_classes.json")
+HARD_CLASSES = Path("reports/hard_classes.json")  # the selection with its evidence (threshold, IoUs)
+HARD_SET = Path("data/hard_set.json")  # just the hard classes: what the region stages train on
 
 # train_rdn, train_region_model, hdm_relabel_retrain
 RDN_MODEL = Path("models/rdn")

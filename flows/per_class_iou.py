@@ -4,14 +4,14 @@ from __future__ import annotations
 import pandas as pd
 from prefect import get_run_logger
 
-from flows.common import stage_flow, stage_main
+from flows.common import StageOutputs, stage_flow, stage_main
 from flows.paths import IMAGE_IOU, IMAGE_MODEL, IMAGE_REPORTS, MANIFEST, PREPARED
 from nightlab.data.manifest import read_manifest
 from nightlab.device import pick_device
 from nightlab.evaluation import evaluate_image_model
 from nightlab.io import DataError, write_json, write_table
 from nightlab.labels import CLASS_NAMES
-from nightlab.metrics import metrics_to_flat
+from nightlab.metrics import headline
 from nightlab.models.store import load_seg_model
 from nightlab.viz import plot_grouped_iou
 
@@ -37,10 +37,11 @@ def per_class_iou(p) -> dict:
     model, cfg = load_seg_model(IMAGE_MODEL, device)
     res = evaluate_image_model(model, m, cfg["image_scale"], device).result()
     table = iou_table(res)
-    write_table(table, parquet=IMAGE_IOU, csv=IMAGE_REPORTS / "per_class_iou.csv")
-    write_json(IMAGE_REPORTS / "metrics.json", metrics_to_flat(res, "image"))
-    plot_grouped_iou(table.rename(columns={"iou": "image"}), ["image"], IMAGE_REPORTS / "per_class_iou.png",
-                     f"Image-level per-class IoU on {where} (mIoU {res['mIoU']:.1%})")
+    with StageOutputs() as out:
+        write_table(table, parquet=out(IMAGE_IOU), csv=out(IMAGE_REPORTS / "per_class_iou.csv"))
+        write_json(out(IMAGE_REPORTS / "metrics.json"), headline(res, "image"))
+        plot_grouped_iou(table.rename(columns={"iou": "image"}), ["image"], out(IMAGE_REPORTS / "per_class_iou.png"),
+                         f"Image-level per-class IoU on {where} (mIoU {res['mIoU']:.1%})")
     log.info(f"image-level mIoU on {where}: {res['mIoU']:.4f}")
     return {"mIoU": res["mIoU"]}
 

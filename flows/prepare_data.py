@@ -1,31 +1,43 @@
 """Stage prepare_data: build the dataset and its manifest (docs/design.md 2).
 
+The manifest gathers every source: the synthetic generator (``data.kind: synthetic``), one real
+dataset named by ``data.kind``/``data.root`` (read and checked here), and each entry of
+``data.sources`` (checked by its own stage, check_source@<name>, whose result is read here).
+
 Synthetic data is generated in shards by Prefect tasks whose persisted results are keyed by a
-digest of the generator params and the shard, into a hidden temporary directory that is renamed
-to ``data/prepared`` only when every shard is done: a killed run leaves nothing that looks
-complete, and the rerun regenerates only the shards that had not finished. Real datasets are
-scanned in place by their adapter. Either way every sample is opened and checked before the
-manifest is written.
+digest of the generator params and the shard, into a hidden work directory that becomes
+``data/prepared`` only when every shard is done: a killed run leaves nothing that looks complete,
+and the rerun regenerates only the shards that had not finished. Every sample is opened and
+checked before the manifest is written, and all outputs appear together or not at all.
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 
-from flows.common import catch_user_errors, digest, key_from_arg, stage_flow, stage_inputs, stage_main, task_results
-from flows.paths import DATA_REPORTS, MANIFEST, PREPARED
+from flows.common import (
+    StageOutputs,
+    catch_user_errors,
+    code_inputs,
+    digest,
+    key_from_arg,
+    stage_flow,
+    stage_main,
+    task_results,
+)
+from flows.paths import DATA_REPORTS, MANIFEST, PREPARED, SOURCES, source_fragment
 from nightlab.data import adapters
 from nightlab.data.manifest import read_manifest, write_manifest
-from nightlab.data.prepare import class_frequency, generate_shard, inspect_samples, synthetic_shards
-from nightlab.io import atomic_path, write_json, write_table
+from nightlab.data.prepare import class_frequency, inspect_samples, read_fragment
+from nightlab.data.synthetic import generate_shard, synthetic_shards
+from nightlab.io import write_json, write_table
 from nightlab.labels import IGNORE
 from nightlab.viz import plot_class_frequency, save_grid
 
-READS: tuple[Path, ...] = ()  # plus data.root for real kinds
+READS = (SOURCES,)  # plus ${data.root}, the dataset of a real data.kind
 WRITES = (PREPARED, MANIFEST, DATA_REPORTS)
 
 
@@ -35,11 +47,11 @@ def generate(key: str, out: str, split: str, first: int, indices: list[int], see
     return generate_shard(Path(out), split, indices, seed, cfg)
 
 
-def _synthetic(p, out: Path, log) -> tuple[pd.DataFrame, Path]:
-    cfg = p.data.synthetic
+def _synthetic(p, log) -> tuple[pd.DataFrame, Path]:
+    cfg, out = p.data.synthetic, Path(p.data.out)
     # The work directory is named by the content digest, so a rerun with the same params finds
     # the shards a killed run already wrote (and Prefect's cache says which ones finished).
-    base = digest("synthetic", cfg, p.data.seed, list(p.data.splits), stage_inputs("prepare_data"))  # code too
+    base = digest("synthetic", cfg, p.data.seed, list(p.data.splits), code_inputs("prepare_data"))
     work = out.parent / f".{out.name}.partial-{base[:12]}"
     work.mkdir(parents=True, exist_ok=True)
     shards = synthetic_shards(cfg, p.data.splits)
@@ -62,55 +74,68 @@ def _synthetic(p, out: Path, log) -> tuple[pd.DataFrame, Path]:
 @stage_flow("prepare_data")
 def prepare_data(p) -> dict:
     log = get_run_logger()
-    out = Path(p.data.out)
-    if p.data.kind == "synthetic":
-        df, work = _synthetic(p, out, log)
-        root = work
-    else:
-        src = p.data.source()
-        df = adapters.scan(src.kind, src.root, src.splits, src.encoding, src.domain)
-        root, work = Path(src.root), None
-        log.info(f"scanned {len(df)} {src.kind} samples under {root}")
-    df, counts = inspect_samples(root, df, p.data.check_workers)  # raises DataError naming the bad file
-    freq = class_frequency(df, counts)
+    d = p.data
+    frames, counts, roots = [], [], {}
+    with StageOutputs() as out:
+        prepared = Path(d.out)
+        if d.kind == "synthetic":
+            df, work = _synthetic(p, log)
+            df, c = inspect_samples(work, df, d.check_workers, d.max_errors)
+            out.adopt(prepared, work)
+            frames.append(df)
+            counts.append(c)
+            roots["synthetic"] = prepared
+        else:  # nothing generated: data/prepared only says where the data is
+            write_json(out(prepared, directory=True) / "sources.json", {"kind": d.kind, "sources": d.source_names()})
+        if d.kind not in ("synthetic", "none"):
+            src = d.source()
+            df = adapters.scan(src.kind, src.root, src.splits, src.encoding, src.domain, d.kind)
+            log.info(f"checking {len(df)} {src.kind} samples under {src.root}")
+            df, c = inspect_samples(Path(src.root), df, d.check_workers, d.max_errors)
+            frames.append(df)
+            counts.append(c)
+            roots[d.kind] = Path(src.root)
+        for name, src in d.sources.items():
+            df, c = read_fragment(source_fragment(name), src.model_dump(mode="json"))
+            frames.append(df)
+            counts.append(c)
+            roots[name] = Path(src.root)
+        df = pd.concat(frames, ignore_index=True)
+        counts = np.concatenate(counts)
 
-    if work is not None:  # everything checked: publish the directory, then the manifest
-        if out.exists():
-            shutil.rmtree(out)
-        work.rename(out)
-        root = out
-    else:
-        with atomic_path(out, is_dir=True) as tmp:
-            write_json(tmp / "source.json", {"kind": p.data.kind, "root": str(root), "samples": len(df)})
-    write_manifest(df, MANIFEST, root)
-
-    DATA_REPORTS.mkdir(parents=True, exist_ok=True)
-    write_table(freq, csv=DATA_REPORTS / "class_frequency.csv")
-    plot_class_frequency(freq, DATA_REPORTS / "class_frequency.png")
-    save_grid(DATA_REPORTS / "samples.png", sample_rows(MANIFEST))
-    summary = {"data.samples": len(df), "data.classes_present": int((counts.sum(0) > 0).sum())}
-    for (split, domain), g in df.groupby(["split", "domain"]):
-        summary[f"data.{split}.{domain}"] = len(g)
-    write_json(DATA_REPORTS / "summary.json", summary)
+        write_manifest(df, out(MANIFEST), roots)
+        reports = out(DATA_REPORTS, directory=True)
+        freq = class_frequency(df, counts)
+        write_table(freq, csv=reports / "class_frequency.csv")
+        plot_class_frequency(freq, reports / "class_frequency.png")
+        save_grid(reports / "samples.png", sample_rows(read_manifest(out(MANIFEST), _staged(roots, prepared, out))))
+        summary = {"data.samples": len(df), "data.classes_present": int((counts.sum(0) > 0).sum())}
+        for (source, split, domain), g in df.groupby(["source", "split", "domain"]):
+            summary[f"data.{source}.{split}.{domain}"] = len(g)
+        write_json(reports / "summary.json", summary)
     log.info(f"manifest {MANIFEST}: {summary}")
     return summary
 
 
-def sample_rows(manifest_path: Path, n: int = 3) -> list[list[np.ndarray]]:
-    """Night image, day image and colourised labels of the first ``n`` train scenes."""
-    m = read_manifest(manifest_path)
+def _staged(roots: dict, prepared: Path, out: StageOutputs) -> dict:
+    """The roots while the outputs are still staged (the generated data is not in place yet)."""
+    return {k: (out.pending[prepared] if v == prepared else v) for k, v in roots.items()}
+
+
+def sample_rows(m, n: int = 3) -> list[list[np.ndarray]]:
+    """Night image, the same scene by day when there is one, and colourised labels of ``n`` samples
+    (train rows first, night first)."""
+    df = m.df.assign(_order=(m.df.split != "train") * 2 + (m.df.domain != "night"))
     rows = []
-    train = m.df[m.df.split == "train"]
-    night = train[train.domain == "night"] if (train.domain == "night").any() else train
-    for i in night.index[:n]:
+    for i in df.sort_values("_order", kind="stable").index[:n]:
         stem = Path(m.df.image.at[i]).name.replace("_night_", "_day_")
-        day = m.df.index[m.df.image.str.endswith(stem)]
+        same_scene = m.df.index[(m.df.image.str.endswith(stem)) & (m.df.domain == "day") & (m.df.index != i)]
         lab = m.label(int(i))
-        panels = [m.image(int(i))] + ([m.image(int(day[0]))] if len(day) else []) + [lab.copy()]
+        panels = [m.image(int(i))] + ([m.image(int(same_scene[0]))] if len(same_scene) else []) + [lab.copy()]
         panels[-1][lab == IGNORE] = IGNORE
         rows.append(panels)
     return rows
 
 
 if __name__ == "__main__":
-    stage_main(prepare_data, "Build the dataset (synthetic or a real adapter) and its manifest.")
+    stage_main(prepare_data, "Build the dataset (synthetic, a real dataset, data.sources) and its manifest.")

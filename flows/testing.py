@@ -120,3 +120,31 @@ class PrefectServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
         self.log.close()
+
+
+def synthetic_in_layout(kind: str, root: str | Path, split: str, n: int, h: int = 64, w: int = 128,
+                        domain: str = "night", seed: int = 0, first: int = 0) -> Path:
+    """``n`` synthetic scenes written as a real dataset would be: the Cityscapes layout
+    (leftImg8bit/gtFine, labelIds and instanceIds, city folder 'synthcity') or NightCity's
+    (images/, label/*_labelIds.png). Returns ``root``."""
+    from nightlab.data.synthetic import generate_scene
+
+    root = Path(root)
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(first, first + n):
+            row = next(r for r in generate_scene(Path(tmp), split, i, seed, h, w) if r["domain"] == domain)
+            src = {k: Path(tmp) / row[k] for k in ("image", "label", "instance")}
+            if kind == "cityscapes":
+                stem = f"synthcity_{i:06d}_000019"
+                dest = {"image": f"leftImg8bit/{split}/synthcity/{stem}_leftImg8bit.png",
+                        "label": f"gtFine/{split}/synthcity/{stem}_gtFine_labelIds.png",
+                        "instance": f"gtFine/{split}/synthcity/{stem}_gtFine_instanceIds.png"}
+            elif kind == "nightcity":
+                dest = {"image": f"images/{split}/scene_{i:05d}.png",
+                        "label": f"label/{split}/scene_{i:05d}_labelIds.png"}
+            else:
+                raise ValueError(f"no layout writer for {kind!r}: cityscapes or nightcity")
+            for key, rel in dest.items():
+                (root / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src[key], root / rel)
+    return root

@@ -2,9 +2,11 @@
 (docs/design.md 1.1)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import get_run_logger
 
-from flows.common import params_of, stage_flow, stage_inputs, stage_main
+from flows.common import StageOutputs, params_of, stage_flow, stage_inputs, stage_main
 from flows.paths import CHECKPOINTS, IMAGE_MODEL, IMAGE_REPORTS, MANIFEST, PREPARED
 from nightlab.data.dataset import ImageDataset
 from nightlab.data.manifest import read_manifest
@@ -22,8 +24,9 @@ WRITES = (IMAGE_MODEL, IMAGE_REPORTS / "train_curve.csv")
 CKPT = CHECKPOINTS / "image"
 
 
-def train(p) -> dict:
-    """Build and fit the image model; runs in each training process (nightlab.distributed)."""
+def train(p, model_dir: Path, curve_csv: Path) -> dict:
+    """Build and fit the image model; runs in each training process (nightlab.distributed). Rank 0
+    writes the model and its curve to the (staged) paths it is given."""
     cfg = p.image_model
     seed_everything(p.seed)
     device = setup(pick_device(p.device))
@@ -35,8 +38,8 @@ def train(p) -> dict:
     curve = fit(model, ds, make_loss(cfg), cfg.train, CKPT, p.seed, device, key, desc="image model",
                 sync_bn=p.distributed.sync_bn)
     if is_main():
-        save_model(IMAGE_MODEL, model, seg_config(cfg))
-        write_table(curve, csv=IMAGE_REPORTS / "train_curve.csv")
+        save_model(model_dir, model, seg_config(cfg))
+        write_table(curve, csv=curve_csv)
     return {"images": len(ds), "device": str(device), "final_loss": float(curve.loss.iloc[-1]),
             "drop": curve_drop(curve)}
 
@@ -47,7 +50,8 @@ def train_image_model(p) -> dict:
     cfg, d = p.image_model, p.distributed
     log.info(f"training {cfg.backbone} ({'+'.join(cfg.train.domains)}) at scale {cfg.image_scale} "
              f"on {d.nnodes} x {d.nproc_per_node} process(es)")
-    out = launch(train, p, cfg=d)
+    with StageOutputs() as staged:
+        out = launch(train, p, staged(IMAGE_MODEL, directory=True), staged(IMAGE_REPORTS / "train_curve.csv"), cfg=d)
     log.info(f"done on {out['images']} images ({out['device']}): final loss {out['final_loss']:.4f}, "
              f"loss drop {out['drop']:.1%}")
     return {"final_loss": out["final_loss"]}

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 from prefect import get_run_logger
 
-from flows.common import params_of, stage_flow, stage_inputs, stage_main
-from flows.paths import BOXES, CHECKPOINTS, HARD_CLASSES, MANIFEST, PREPARED, RDN_MODEL, RDN_REPORTS
+from flows.common import StageOutputs, params_of, stage_flow, stage_inputs, stage_main
+from flows.paths import BOXES, CHECKPOINTS, HARD_SET, MANIFEST, PREPARED, RDN_MODEL, RDN_REPORTS
 from nightlab.boxes import boxes_for
 from nightlab.data.dataset import DetectionDataset, detection_collate
 from nightlab.data.manifest import read_manifest
@@ -21,7 +21,7 @@ from nightlab.models.rdn import auto_anchor_sizes, build_rdn, rdn_config, rpn_lo
 from nightlab.models.store import save_model
 from nightlab.train import fit, seed_everything
 
-READS = (MANIFEST, PREPARED, BOXES, HARD_CLASSES)
+READS = (MANIFEST, PREPARED, BOXES, HARD_SET)
 WRITES = (RDN_MODEL, RDN_REPORTS / "metrics.json", RDN_REPORTS / "train_curve.csv")
 CKPT = CHECKPOINTS / "rdn"
 
@@ -31,7 +31,7 @@ def train_rdn(p) -> dict:
     log = get_run_logger()
     cfg = p.rdn
     seed_everything(p.seed)
-    hard = read_hard_classes(HARD_CLASSES)
+    hard = read_hard_classes(HARD_SET)
     full, boxes = read_manifest(MANIFEST), read_table(BOXES)
     train = full.select(p.splits.train, cfg.train.domains)
     train_boxes = boxes_for(boxes, train, hard)
@@ -44,15 +44,15 @@ def train_rdn(p) -> dict:
     key = {**params_of(p, "seed", "splits.train", "rdn"), "hard": hard, "inputs": stage_inputs("train_rdn")}
     curve = fit(model, ds, rpn_loss, cfg.train, CKPT, p.seed, device, key, desc="rdn",
                 collate_fn=detection_collate, optimizer="sgd")
-    save_model(RDN_MODEL, model, rdn_config(cfg, anchors))
-    write_table(curve, csv=RDN_REPORTS / "train_curve.csv")
-
     sel = full.select(p.splits.select)
     sel_boxes = boxes_for(boxes, sel, hard)
     recall = proposal_recall(model, sel, sel_boxes, cfg.image_scale, device)
     metrics = {f"rdn.recall_{k}": round(v, 6) if v == v else None for k, v in recall.items()}
     metrics["rdn.hard_boxes_val"] = int(len(sel_boxes))
-    write_json(RDN_REPORTS / "metrics.json", metrics)
+    with StageOutputs() as out:
+        save_model(out(RDN_MODEL, directory=True), model, rdn_config(cfg, anchors))
+        write_table(curve, csv=out(RDN_REPORTS / "train_curve.csv"))
+        write_json(out(RDN_REPORTS / "metrics.json"), metrics)
     log.info(f"RDN recall on {', '.join(map(str, p.splits.select))}: {metrics}")
     return metrics
 

@@ -5,11 +5,13 @@ beside the image model's prediction cut to the same crops (both at native crop r
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 from prefect import get_run_logger
 
-from flows.common import params_of, stage_flow, stage_inputs, stage_main
-from flows.paths import BOXES, CHECKPOINTS, HARD_CLASSES, IMAGE_MODEL, MANIFEST, PREPARED, REGION_MODEL, REGION_REPORTS
+from flows.common import StageOutputs, params_of, stage_flow, stage_inputs, stage_main
+from flows.paths import BOXES, CHECKPOINTS, HARD_SET, IMAGE_MODEL, MANIFEST, PREPARED, REGION_MODEL, REGION_REPORTS
 from nightlab.boxes import boxes_for
 from nightlab.data.dataset import RegionDataset
 from nightlab.data.manifest import read_manifest
@@ -19,28 +21,31 @@ from nightlab.evaluation import evaluate_on_crops
 from nightlab.hard import read_hard_classes
 from nightlab.io import read_table, write_json, write_table
 from nightlab.labels import CLASS_NAMES, NUM_CLASSES
-from nightlab.metrics import metrics_to_flat
+from nightlab.metrics import headline
 from nightlab.models import build_seg_model
 from nightlab.models.loss import make_loss
 from nightlab.models.store import load_seg_model, save_model, seg_config
 from nightlab.train import fit, seed_everything
 from nightlab.viz import plot_grouped_iou
 
-READS = (MANIFEST, PREPARED, BOXES, HARD_CLASSES, IMAGE_MODEL)
+READS = (MANIFEST, PREPARED, BOXES, HARD_SET, IMAGE_MODEL)
 WRITES = (REGION_MODEL, REGION_REPORTS / "crop_iou.png", REGION_REPORTS / "metrics.json",
           REGION_REPORTS / "train_curve.csv", REGION_REPORTS / "crop_iou.csv")
 CKPT = CHECKPOINTS / "region"
+CURVE_COLUMNS = ["iter", "epoch", "loss", "lr", "it_per_s"]
 
 
-def train(p) -> dict:
-    """Build and fit the region model; runs in each training process (nightlab.distributed)."""
+def train(p, model_dir: Path, curve_csv: Path) -> dict:
+    """Build and fit the region model; runs in each training process (nightlab.distributed). Rank 0
+    writes the model and its curve to the (staged) paths it is given."""
     cfg = p.region_model
     seed_everything(p.seed)
     device = setup(pick_device(p.device))
-    hard = read_hard_classes(HARD_CLASSES)
+    hard = read_hard_classes(HARD_SET)
     train_set = read_manifest(MANIFEST).select(p.splits.train, cfg.train.domains)
     train_boxes = boxes_for(read_table(BOXES), train_set, hard)
     model = build_seg_model(cfg, NUM_CLASSES)
+    curve = pd.DataFrame(columns=CURVE_COLUMNS)
     if len(train_boxes):
         ds = RegionDataset(train_set, train_boxes, cfg.region_size, train=True, jitter=cfg.jitter,
                            hflip=cfg.train.hflip, seed=p.seed)
@@ -48,10 +53,9 @@ def train(p) -> dict:
                "inputs": stage_inputs("train_region_model")}
         curve = fit(model, ds, make_loss(cfg), cfg.train, CKPT, p.seed, device, key, desc="region model",
                     sync_bn=p.distributed.sync_bn)
-        if is_main():
-            write_table(curve, csv=REGION_REPORTS / "train_curve.csv")
     if is_main():
-        save_model(REGION_MODEL, model, seg_config(cfg))
+        save_model(model_dir, model, seg_config(cfg))
+        write_table(curve, csv=curve_csv)
     return {"crops": len(train_boxes)}
 
 
@@ -59,30 +63,37 @@ def train(p) -> dict:
 def train_region_model(p) -> dict:
     log = get_run_logger()
     cfg = p.region_model
-    hard = read_hard_classes(HARD_CLASSES)
+    hard = read_hard_classes(HARD_SET)
     log.info(f"region model for hard classes {hard}, size {cfg.region_size}, "
              f"{p.distributed.nnodes} x {p.distributed.nproc_per_node} process(es)")
-    crops = launch(train, p, cfg=p.distributed)["crops"]
-    if crops == 0:
-        log.warning("no hard-class boxes to train on: saved the untrained region model (merging changes nothing)")
-    else:
-        log.info(f"trained on {crops} crops")
+    with StageOutputs() as out:
+        model_dir = out(REGION_MODEL, directory=True)
+        crops = launch(train, p, model_dir, out(REGION_REPORTS / "train_curve.csv"), cfg=p.distributed)["crops"]
+        if crops == 0:
+            log.warning("no hard-class boxes to train on: saved the untrained region model (merging changes nothing)")
+        else:
+            log.info(f"trained on {crops} crops")
+        return _evaluate(p, model_dir, hard, out, log)
+
+
+def _evaluate(p, model_dir: Path, hard: list[int], out: StageOutputs, log) -> dict:
+    """Per-class IoU inside the selection split's hard-box crops: region model vs image model."""
+    cfg = p.region_model
     full, boxes = read_manifest(MANIFEST), read_table(BOXES)
     device = pick_device(p.device)
-    model, _ = load_seg_model(REGION_MODEL, device)  # what rank 0 saved: the same weights however it was trained
-
+    model, _ = load_seg_model(model_dir, device)  # what rank 0 saved: the same weights however it was trained
     image_model, icfg = load_seg_model(IMAGE_MODEL, device)
     sel = full.select(p.splits.select)
     val_boxes = boxes_for(boxes, sel, hard)
     res_r, res_i = evaluate_on_crops(model, image_model, sel, val_boxes, cfg.region_size, icfg["image_scale"],
                                      device, p.merge.batch_size)
     table = pd.DataFrame({"class_name": CLASS_NAMES, "region": res_r["iou"], "image_on_crops": res_i["iou"]})
-    write_table(table, csv=REGION_REPORTS / "crop_iou.csv")
-    plot_grouped_iou(table, ["image_on_crops", "region"], REGION_REPORTS / "crop_iou.png",
+    write_table(table, csv=out(REGION_REPORTS / "crop_iou.csv"))
+    plot_grouped_iou(table, ["image_on_crops", "region"], out(REGION_REPORTS / "crop_iou.png"),
                      "Per-class IoU inside hard-region crops", highlight=[CLASS_NAMES[c] for c in hard])
-    metrics = {**metrics_to_flat(res_r, "region.crops"), **metrics_to_flat(res_i, "image.crops"),
+    metrics = {**headline(res_r, "region.crops"), **headline(res_i, "image.crops"),
                "region.crops.count": int(len(val_boxes))}
-    write_json(REGION_REPORTS / "metrics.json", metrics)
+    write_json(out(REGION_REPORTS / "metrics.json"), metrics)
     log.info(f"crops mIoU: region {res_r['mIoU']:.4f} vs image {res_i['mIoU']:.4f} on {len(val_boxes)} crops")
     return metrics
 

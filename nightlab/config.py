@@ -12,6 +12,7 @@ dotted key and the allowed range, e.g. ``params.yaml: hard_classes.threshold = 1
 from __future__ import annotations
 
 import fnmatch
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -80,6 +81,9 @@ class SyntheticConfig(_Strict):
     test: int = Field(0, ge=0, description="scenes in the test split")
 
 
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
 class SourceConfig(_Strict):
     """One real dataset on disk, read by its adapter (nightlab.data.adapters)."""
     kind: Literal[REAL_KINDS]  # type: ignore[valid-type]
@@ -103,18 +107,23 @@ class SourceConfig(_Strict):
             raise ValueError("kind folder needs encoding: labelIds or trainIds (a folder's masks can be either)")
         if self.kind in ("nightcity", "acdc", "darkzurich") and self.encoding == "trainIds":
             raise ValueError(f"kind {self.kind} ships labelIds only; encoding must be auto or labelIds")
+        if self.kind == "bdd100k" and self.encoding == "labelIds":
+            raise ValueError("kind bdd100k ships trainIds masks only; encoding must be auto or trainIds")
         return self
 
 
 class DataConfig(_Strict):
-    """Where the samples come from: the synthetic generator or a real dataset (kind/root)."""
+    """Where the samples come from: the synthetic generator or one dataset (kind/root), and data.sources."""
     seed: int = Field(0, ge=0, description="data seed: drives the synthetic generator (training has its own seed)")
-    kind: Literal[DATASET_KINDS] = Field(  # type: ignore[valid-type]
-        "synthetic", description="synthetic | cityscapes | nightcity | acdc | darkzurich | bdd100k | folder")
-    root: str = Field("data/raw", description="dataset root (real kinds)")
+    kind: Literal[(*DATASET_KINDS, "none")] = Field(  # type: ignore[valid-type]
+        "synthetic", description="one-source shorthand: synthetic | cityscapes | nightcity | acdc | darkzurich | "
+        "bdd100k | folder | none")
+    root: str = Field("data/raw", description="root of the kind above (real kinds); a DVC dependency of prepare_data")
     splits: Names = Field(("train", "val"), min_length=1, description="splits of the kind above to read or generate")
     encoding: Literal["auto", "labelIds", "trainIds"] = Field("auto", description="label encoding of the kind above")
     domain: Literal["auto", "day", "night"] = Field("auto", description="override the domain the adapter gives")
+    sources: dict[str, SourceConfig] = Field(
+        {}, description="more datasets by name: {kind, root, splits, domain, encoding}; DVC tracks each root")
     out: str = Field("data/prepared", description="where prepare_data writes generated images and labels")
     check_workers: int = Field(2, ge=1, le=64, description="threads that open and check every sample")
     max_errors: int = Field(20, ge=1, le=10_000, description="bad files reported in one pass before stopping")
@@ -125,10 +134,22 @@ class DataConfig(_Strict):
     def _unique_splits(cls, v):
         return SourceConfig._unique_splits(v)
 
+    @field_validator("sources")
+    @classmethod
+    def _source_names(cls, v):
+        bad = [n for n in v if not _NAME.fullmatch(n)]
+        if bad:
+            raise ValueError(f"source names {bad} must be letters, digits, '_' or '-' (they name files and stages)")
+        return v
+
     @model_validator(mode="after")
     def _sources_consistent(self):
         if self.kind in REAL_KINDS:
             SourceConfig(kind=self.kind, root=self.root, splits=self.splits, domain=self.domain, encoding=self.encoding)
+        if self.kind in self.sources:
+            raise ValueError(f"source name {self.kind!r} is taken by data.kind; rename the entry in data.sources")
+        if self.kind == "none" and not self.sources:
+            raise ValueError("data.kind none needs at least one entry in data.sources")
         if self.kind == "synthetic":
             bad = [s for s in self.splits if s not in ("train", "val", "test")]
             if bad:
@@ -136,9 +157,13 @@ class DataConfig(_Strict):
         return self
 
     def source(self) -> SourceConfig:
-        """The real dataset named by kind/root (not for kind synthetic)."""
+        """The real dataset named by kind/root (a real kind only)."""
         return SourceConfig(kind=self.kind, root=self.root, splits=self.splits, domain=self.domain,
                             encoding=self.encoding)
+
+    def source_names(self) -> list[str]:
+        """Every source by name (the manifest's ``source`` column): the shorthand kind, then data.sources."""
+        return ([] if self.kind == "none" else [self.kind]) + list(self.sources)
 
 
 class RowSelector(BaseModel):
@@ -545,6 +570,17 @@ class ParamsView:
         value = getattr(self._obj, name)
         if callable(value) and not isinstance(value, BaseModel):
             raise UndeclaredParam(f"{self._stage}: call {name}() on a declared section, not on the params view")
+        if any(key == a or key.startswith(a + ".") for a in self._allowed):
+            self._seen.add(key)
+            return value
+        if any(a.startswith(key + ".") for a in self._allowed):
+            return ParamsView(value, self._allowed, key, self._stage, self._seen)
+        raise UndeclaredParam(f"{self._stage} reads params key {key!r}, which its dvc.yaml entry does not declare "
+                              f"(declared: {', '.join(self._allowed)})")
+
+    def __getitem__(self, name: str):  # mappings such as data.sources
+        key = f"{self._path}.{name}"
+        value = self._obj[name]
         if any(key == a or key.startswith(a + ".") for a in self._allowed):
             self._seen.add(key)
             return value

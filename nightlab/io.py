@@ -81,23 +81,50 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFra
     return df
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an 8-bit colour image as RGB (H, W, 3)."""
+# A file's last bytes when it is complete: PNG's IEND chunk, JPEG's end-of-image marker. OpenCV
+# decodes a truncated JPEG with only a warning (the missing rows come out flat grey), so
+# completeness is checked on the bytes before decoding.
+_PNG_END = b"IEND\xaeB`\x82"
+_JPEG_END = b"\xff\xd9"
+
+
+def read_bytes(path: str | Path, what: str = "file") -> bytes:
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: image file not found")
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        raise DataError(f"{path}: {what} not found")
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise DataError(f"{path}: cannot read {what}: {err.strerror or err}") from None
+
+
+def check_complete(path: str | Path, buf: bytes) -> None:
+    """Refuse a PNG or JPEG file that was cut short (an interrupted copy or download)."""
+    data = bytes(buf[-64:]).rstrip(b"\x00")  # some writers pad the end with zeros
+    if buf[:8] == b"\x89PNG\r\n\x1a\n" and not data.endswith(_PNG_END):
+        raise DataError(f"{path}: PNG file is truncated (no IEND chunk at the end)")
+    if buf[:2] == b"\xff\xd8" and not data.endswith(_JPEG_END):
+        raise DataError(f"{path}: JPEG file is truncated (no end-of-image marker)")
+
+
+def decode_image(buf: bytes, path: str | Path = "<bytes>") -> np.ndarray:
+    """RGB (H, W, 3) uint8 from the bytes of an 8-bit image file."""
+    check_complete(path, buf)
+    img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
     if img is None:
         raise DataError(f"{path}: cannot decode image (corrupt or not an image)")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def read_label(path: str | Path, dtype=np.uint8) -> np.ndarray:
-    """Read a single-channel label PNG unchanged (8- or 16-bit)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: label file not found")
-    lab = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an 8-bit colour image as RGB (H, W, 3)."""
+    return decode_image(read_bytes(path, "image file"), path)
+
+
+def decode_label_map(buf: bytes, path: str | Path = "<bytes>", dtype=np.uint8) -> np.ndarray:
+    """A single-channel label map (8- or 16-bit PNG) from its bytes, unchanged or cast to ``dtype``."""
+    check_complete(path, buf)
+    lab = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_UNCHANGED)
     if lab is None:
         raise DataError(f"{path}: cannot decode label PNG (corrupt or not an image)")
     if lab.ndim == 3:
@@ -114,6 +141,11 @@ def read_label(path: str | Path, dtype=np.uint8) -> np.ndarray:
         if lo < info.min or hi > info.max:  # astype would silently wrap (e.g. 16-bit instance ids to uint8)
             raise DataError(f"{path}: label values {lo}..{hi} ({lab.dtype}) do not fit {dtype}")
     return lab.astype(dtype, copy=False)
+
+
+def read_label(path: str | Path, dtype=np.uint8) -> np.ndarray:
+    """Read a single-channel label PNG unchanged (8- or 16-bit)."""
+    return decode_label_map(read_bytes(path, "label file"), path, dtype)
 
 
 def write_image(path: str | Path, rgb: np.ndarray) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nightlab.labels import CLASS_NAMES, IGNORE, NUM_CLASSES
+from nightlab.labels import IGNORE, NUM_CLASSES
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int = NUM_CLASSES,
@@ -66,6 +66,12 @@ def iou_from_confusion(cm) -> np.ndarray:
 def miou(iou) -> float:
     iou = np.asarray(iou, dtype=np.float64)
     return float(np.nanmean(iou)) if np.isfinite(iou).any() else math.nan  # nanmean warns on all-NaN
+
+
+def subset_miou(iou, class_ids) -> float:
+    """mIoU over some classes (e.g. the hard ones); NaN when none of them has an IoU."""
+    iou = np.asarray(iou, dtype=np.float64)[list(class_ids)]
+    return miou(iou) if len(iou) else math.nan
 
 
 class Evaluator:
@@ -118,15 +124,10 @@ class Evaluator:
         }
 
 
-def metrics_to_flat(result: dict, prefix: str, class_names=CLASS_NAMES) -> dict:
-    """Flatten a :meth:`Evaluator.result` into JSON-ready scalars: ``{prefix}.iou.traffic_light`` etc."""
-    if len(class_names) != len(result["iou"]):
-        raise ValueError(f"{len(class_names)} class names for {len(result['iou'])} IoU values")
-
-    def clean(v):  # JSON has no NaN; None reads as "not measurable" (class never seen).
+def headline(result: dict, prefix: str) -> dict:
+    """The scalars of an :meth:`Evaluator.result` worth a line in ``dvc metrics diff``: mIoU and pixel
+    accuracy (per-class IoU belongs in a table, not in the metrics)."""
+    def clean(v):
         return None if v is None or math.isnan(v) else round(float(v), 6)
 
-    flat = {f"{prefix}.mIoU": clean(result["mIoU"]), f"{prefix}.pixel_acc": clean(result["pixel_acc"])}
-    for name, v in zip(class_names, result["iou"]):
-        flat[f"{prefix}.iou.{name.replace(' ', '_')}"] = clean(v)
-    return flat
+    return {f"{prefix}.mIoU": clean(result["mIoU"]), f"{prefix}.pixel_acc": clean(result["pixel_acc"])}

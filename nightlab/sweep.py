@@ -35,7 +35,9 @@ def _records(node, out: list) -> None:
                 _records(node[key], out)
 
 
-def sweep_table(exp_show: list | dict) -> pd.DataFrame:
+def sweep_table(exp_show: list | dict, hard_of) -> pd.DataFrame:
+    """One row per threshold. ``hard_of(rev)`` gives the hard class names a revision selected (its
+    reports/hard_classes.json; ``rev`` is a commit, or "workspace")."""
     recs = []
     _records(exp_show, recs)
     rows = []
@@ -43,7 +45,8 @@ def sweep_table(exp_show: list | dict) -> pd.DataFrame:
         m, thr = r["metrics"], (r["params"].get("hard_classes") or {}).get("threshold")
         if thr is None or "merged_hdm.mIoU" not in m:
             continue
-        hard = [c for c in CLASS_NAMES if m.get(f"hard.{c.replace(' ', '_')}")]
+        hard = hard_of(r["rev"]) or []
+        hard = [c for c in CLASS_NAMES if c in hard]  # in class order
         rows.append({"experiment": r["name"], "threshold": float(thr), "hard classes": hard,
                      "mIoU image": m.get("image.mIoU"), "mIoU merged (HDM)": m.get("merged_hdm.mIoU")})
     df = pd.DataFrame(rows, columns=["experiment", "threshold", "hard classes", "mIoU image", "mIoU merged (HDM)"])

@@ -133,7 +133,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     res = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True)
     if res.returncode != 0:
         return _fail(f"dvc exp show failed: {res.stderr.strip()}")
-    table = sweep_table(json.loads(res.stdout or "[]"))
+    def hard_of(rev: str) -> list[str] | None:
+        """The hard classes a revision selected: its reports/hard_classes.json (git-tracked)."""
+        if rev == "workspace":
+            path = Path("reports/hard_classes.json")
+            return json.loads(path.read_text())["names"] if path.is_file() else None
+        shown = subprocess.run(["git", "show", f"{rev}:reports/hard_classes.json"], capture_output=True, text=True)
+        return json.loads(shown.stdout)["names"] if shown.returncode == 0 else None
+
+    table = sweep_table(json.loads(res.stdout or "[]"), hard_of)
     if table.empty:
         return _fail("no experiment with reports/metrics.json and hard_classes.threshold found; run "
                      "dvc exp run -S hard_classes.threshold=0.3,0.4,0.5,0.6 --queue && dvc queue start")

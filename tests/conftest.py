@@ -6,6 +6,7 @@ flows/testing.py, which the benchmarks use too.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 
 from flows.testing import BIN, ROOT, PrefectServer, commit, copy_project
 
-__all__ = ["BIN", "ROOT", "copy_project", "ran_stages", "run"]
+__all__ = ["BIN", "ROOT", "copy_project", "dag_stages", "ran_stages", "run"]
 
 
 def run(cmd, cwd, env, check: bool = True, timeout: float = 1500) -> subprocess.CompletedProcess:
@@ -24,6 +25,12 @@ def run(cmd, cwd, env, check: bool = True, timeout: float = 1500) -> subprocess.
         raise AssertionError(f"{' '.join(map(str, cmd))} failed ({res.returncode}):\n"
                              f"{res.stdout[-4000:]}\n{res.stderr[-4000:]}")
     return res
+
+
+def dag_stages(proj: Path, env: dict | None = None) -> list[str]:
+    """The stages DVC builds from dvc.yaml (a foreach stage expanded, e.g. check_source@<name>)."""
+    env = env or {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    return run(["dvc", "stage", "list", "--name-only"], proj, env).stdout.split()
 
 
 def ran_stages(output: str) -> list[str]:

@@ -13,7 +13,8 @@ from nightlab.data.adapters import ADAPTERS, scan, scan_cityscapes
 from nightlab.data.manifest import check_sample, decode_label
 from nightlab.io import DataError
 
-SHARED_SAMPLE = Path("/work/shared/fixtures/cityscapes_sample")
+# The real Cityscapes sample beside the project (read in place, never copied); skipped when absent.
+SHARED_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "cityscapes_sample"
 
 DOMAIN = {"cityscapes": "day", "nightcity": "night", "acdc": "night", "darkzurich": "night", "bdd100k": "day",
           "folder": "night"}
@@ -41,7 +42,8 @@ def _expected_rows(kind: str, splits, n: int) -> list[dict]:
         for i in range(n):
             p = sample_paths(kind, split, i)
             rows.append(dict(split=split, domain=DOMAIN[kind], image=p["image"], label=p["label"],
-                             instance=p["instance"], height=-1, width=-1, source=kind, encoding=ENCODING[kind]))
+                             instance=p["instance"], height=-1, width=-1, source=kind, encoding=ENCODING[kind],
+                             md5=None))
     return sorted(rows, key=lambda r: (r["split"], r["image"]))
 
 
@@ -89,7 +91,9 @@ def test_scanned_rows_decode_to_train_ids(tmp_path, kind):
     for _, row in df.iterrows():
         i = next(i for i in range(2) if sample_paths(kind, "val", i)["image"] == row.image)
         np.testing.assert_array_equal(decode_label(root / row.label, row.encoding), expected_train_ids(kind, "val", i))
-        assert check_sample(root, row) == (32, 64)
+        checked = check_sample(root, row)
+        assert (checked.height, checked.width) == (32, 64)
+        np.testing.assert_array_equal(checked.train_ids, expected_train_ids(kind, "val", i))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -119,7 +123,7 @@ def test_empty_split(tmp_path, kind):
     (val_dir / "README.txt").write_text("no images here")
     with pytest.raises(DataError) as exc:
         scan(kind, root, ["train", "val"])
-    assert "split 'val' is empty" in str(exc.value)
+    assert "split 'val'" in str(exc.value) and "is empty" in str(exc.value)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -201,7 +205,8 @@ def test_real_cityscapes_sample(tmp_path):
     assert row["label"] == "gtFine/val/frankfurt/frankfurt_000000_000294_gtFine_labelIds.png"
     assert row["instance"] == "gtFine/val/frankfurt/frankfurt_000000_000294_gtFine_instanceIds.png"
     assert row["domain"] == "day" and row["encoding"] == "labelIds"
-    assert check_sample(SHARED_SAMPLE, row) == (128, 256)
+    checked = check_sample(SHARED_SAMPLE, row)
+    assert (checked.height, checked.width) == (128, 256) and len(checked.md5) == 32
     ours = decode_label(SHARED_SAMPLE / row["label"], row["encoding"])
     ref_path = SHARED_SAMPLE / row["label"].replace("_labelIds.png", "_labelTrainIds.png")
     ref = cv2.imread(str(ref_path), cv2.IMREAD_UNCHANGED)
@@ -210,3 +215,32 @@ def test_real_cityscapes_sample(tmp_path):
     # the trainIds encoding reads the labelTrainIds file itself
     (tr,) = scan_cityscapes(SHARED_SAMPLE, "val", encoding="trainIds")
     np.testing.assert_array_equal(decode_label(SHARED_SAMPLE / tr["label"], "trainIds"), ref)
+
+
+@pytest.mark.parametrize("kind", ["cityscapes", "acdc"])
+def test_symlinked_city_or_sequence_folders_are_followed(tmp_path, kind):
+    """A city (or sequence) linked in from elsewhere belongs to the dataset; a link loop is not followed twice."""
+    root = make_dataset(kind, tmp_path / kind, splits=("train",), n=2)
+    elsewhere = make_dataset(kind, tmp_path / "elsewhere", splits=("train",), n=2)
+    split_dir = root / SPLIT_DIR[kind].format(split="train")
+    other = elsewhere / SPLIT_DIR[kind].format(split="train")
+    label_dir = {"cityscapes": "gtFine/train", "acdc": "gt/night/train"}[kind]
+    for sub in other.iterdir():  # link the other dataset's folders in under new names
+        (split_dir / f"{sub.name}_linked").symlink_to(sub, target_is_directory=True)
+        (root / label_dir / f"{sub.name}_linked").symlink_to(elsewhere / label_dir / sub.name,
+                                                            target_is_directory=True)
+    (split_dir / "loop").symlink_to(split_dir, target_is_directory=True)
+    df = scan(kind, root, ["train"])
+    assert len(df) == 4, df.image.tolist()
+
+
+def test_several_images_without_labels_are_all_reported(tmp_path):
+    root = make_dataset("nightcity", tmp_path / "nc", splits=("train",), n=4)
+    for i in (0, 2, 3):
+        (root / sample_paths("nightcity", "train", i)["label"]).unlink()
+    with pytest.raises(DataError) as exc:
+        scan("nightcity", root, ["train"])
+    msg = str(exc.value)
+    assert msg.startswith("3 image(s) without a label")
+    for i in (0, 2, 3):
+        assert sample_paths("nightcity", "train", i)["image"] in msg

@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import BIN, ROOT, ran_stages, run
+from conftest import BIN, ROOT, dag_stages, ran_stages, run
 
+from flows.common import declared_params
 from flows.testing import commit
 
 pytestmark = pytest.mark.e2e
@@ -36,8 +37,7 @@ def _set_params(proj: Path, **changes) -> None:
 
 def test_full_repro_runs_every_stage_and_writes_reports(tiny_run):
     proj = tiny_run.path
-    stages = list(yaml.safe_load((proj / "dvc.yaml").read_text())["stages"])
-    assert sorted(ran_stages(tiny_run.output)) == sorted(stages)
+    assert sorted(ran_stages(tiny_run.output)) == sorted(dag_stages(proj))
     manifest = pd.read_parquet(proj / "data/manifest.parquet")
     assert set(manifest.domain) == {"day", "night"} and set(manifest.split) == {"train", "val"}
     hard = json.loads((proj / "reports/hard_classes.json").read_text())
@@ -59,9 +59,9 @@ def test_full_repro_runs_every_stage_and_writes_reports(tiny_run):
 def test_every_stage_reads_exactly_the_params_it_declares(tiny_run):
     """Reading an undeclared key fails the stage at once (ParamsView); here, the other direction:
     a declared key that no code reads would rerun the stage for nothing."""
-    stages = yaml.safe_load((tiny_run.path / "dvc.yaml").read_text())["stages"]
+    stages = dag_stages(tiny_run.path)
     for record in tiny_run.reads:
-        declared = set(stages[record["stage"]].get("params", []))
+        declared = set(declared_params(record["stage"], tiny_run.path / "dvc.yaml"))
         read = set(record["read"])
         unread = {k for k in declared if not any(r == k or r.startswith(k + ".") for r in read)}
         assert not unread, f"{record['stage']} declares params it never reads: {sorted(unread)}"
@@ -129,8 +129,24 @@ def test_threshold_change_reruns_only_selection_onwards_and_metrics_diff(run_cop
     assert (change["old"], change["new"]) == (0.5, 0.05)
     metrics = json.loads(run(["dvc", "metrics", "diff", "--json"], proj, stage_env).stdout)
     if sorted(new["names"]) != sorted(old_hard):  # the hard set changed: the diff must show it
-        changed_keys = metrics["reports/metrics.json"]
-        assert "hard_classes.count" in changed_keys or any(k.startswith("hard.") for k in changed_keys)
+        assert "hard_classes.count" in metrics["reports/metrics.json"]
+    # Read in a terminal: every line fits 120 columns, the headline mIoUs are there, per-class rows are not.
+    table = run(["dvc", "metrics", "diff"], proj, stage_env).stdout
+    assert table.strip() and max(map(len, table.splitlines())) <= 120, table
+    assert "merged_hdm.mIoU" in table and ".iou." not in table, table
+
+
+def test_a_threshold_that_selects_the_same_classes_retrains_nothing(run_copy, stage_env):
+    """The region stages depend on data/hard_set.json alone: only the selection and the report rerun."""
+    proj = run_copy
+    hard = json.loads((proj / "reports/hard_classes.json").read_text())
+    table = pd.read_csv(proj / "reports/image/per_class_iou.csv").dropna(subset=["iou"])
+    above = sorted(v for v in table.iou if v >= hard["threshold"])
+    same = (hard["threshold"] + above[0]) / 2 if above else min(1.0, hard["threshold"] + 0.1)
+    _set_params(proj, hard_classes__threshold=round(same, 6))
+    out = run(["dvc", "repro"], proj, stage_env).stdout
+    assert json.loads((proj / "reports/hard_classes.json").read_text())["names"] == hard["names"]
+    assert ran_stages(out) == ["select_hard_classes", "evaluate_merged"], out[-3000:]
 
 
 def test_threshold_sweep_with_dvc_queue_and_report(run_copy, stage_env):

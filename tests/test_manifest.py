@@ -20,13 +20,13 @@ from nightlab.data.manifest import (
     validate_frame,
     write_manifest,
 )
-from nightlab.io import DataError
+from nightlab.io import DataError, read_image
 from nightlab.labels import train_ids_to_label_ids
 
 
 def _row(**kw) -> dict:
     row = dict(split="train", domain="night", image="img/a.png", label="lab/a.png", instance=None,
-               height=32, width=64, source="test", encoding="trainIds")
+               height=32, width=64, source="test", encoding="trainIds", md5="0" * 32)
     row.update(kw)
     return row
 
@@ -54,7 +54,7 @@ def test_round_trip_with_root_metadata(tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["manifest.parquet"]  # no temp file left
     m = read_manifest(out)
     assert isinstance(m, Manifest)
-    assert m.root == Path("/some/data/root")
+    assert m.root == {"test": Path("/some/data/root")}  # one root per source
     assert list(m.df.columns) == COLUMNS
     assert len(m) == 3
     for col in ("split", "domain", "image", "label", "source", "encoding"):
@@ -62,13 +62,13 @@ def test_round_trip_with_root_metadata(tmp_path):
     assert m.df.height.tolist() == [32] * 3 and m.df.width.tolist() == [64] * 3
     assert m.df.instance.iat[0] == "inst/a.png"
     assert pd.isna(m.df.instance.iat[1]) and pd.isna(m.df.instance.iat[2])
-    assert m.path("img/a.png") == Path("/some/data/root/img/a.png")
+    assert m.file(0, "image") == Path("/some/data/root/img/a.png")
     # an explicit root wins over the stored one
     assert read_manifest(out, root=tmp_path).root == tmp_path
 
 
 def test_round_trip_all_instances_missing(tmp_path):
-    df = pd.DataFrame([_row(), _row(split="val")])
+    df = pd.DataFrame([_row(), _row(split="val", image="img/v.png")])
     write_manifest(df, tmp_path / "m.parquet", root=tmp_path)
     m = read_manifest(tmp_path / "m.parquet")
     assert m.df.instance.isna().all()
@@ -95,7 +95,7 @@ def test_read_manifest_errors(tmp_path):
     with pytest.raises(DataError, match="junk.parquet"):
         read_manifest(junk)
     plain = tmp_path / "plain.parquet"
-    _frame().to_parquet(plain, index=False)  # no nightlab.root metadata
+    _frame().to_parquet(plain, index=False)  # no nightlab.roots metadata
     with pytest.raises(DataError, match="plain.parquet.*root"):
         read_manifest(plain)
     assert read_manifest(plain, root=tmp_path).root == tmp_path
@@ -113,6 +113,11 @@ def test_write_manifest_refuses_bad_frame(tmp_path):
 
 
 # ---------------------------------------------------------------- validate_frame
+
+def test_validate_frame_refuses_an_image_listed_twice():
+    with pytest.raises(DataError, match="listed twice.*img/a.png"):
+        validate_frame(pd.DataFrame([_row(), _row(split="val")]), "src")
+
 
 def test_validate_frame():
     df = _frame()[list(reversed(COLUMNS))].assign(extra=1)
@@ -183,11 +188,37 @@ def _sample(tmp_path, lab_shape=(32, 64), inst_shape=(32, 64), inst=True) -> dic
     return _row(instance="inst/a.png" if inst else None)
 
 
+def _hw(checked) -> tuple[int, int]:
+    return checked.height, checked.width
+
+
 def test_check_sample_ok(tmp_path):
-    assert check_sample(tmp_path, _sample(tmp_path)) == (32, 64)
+    assert _hw(check_sample(tmp_path, _sample(tmp_path))) == (32, 64)
     row = pd.Series(_sample(tmp_path, inst=False) | {"instance": np.nan})  # a missing instance read from parquet
-    assert check_sample(tmp_path, row) == (32, 64)
-    assert check_sample(tmp_path, pd.Series(_row() | {"instance": pd.NA})) == (32, 64)
+    assert _hw(check_sample(tmp_path, row)) == (32, 64)
+    assert _hw(check_sample(tmp_path, pd.Series(_row() | {"instance": pd.NA}))) == (32, 64)
+
+
+def test_check_sample_md5_follows_file_contents(tmp_path):
+    row = _sample(tmp_path)
+    before = check_sample(tmp_path, row).md5
+    assert check_sample(tmp_path, row).md5 == before
+    _write(tmp_path / "lab" / "a.png", np.ones((32, 64), np.uint8))  # same path, new label content
+    assert check_sample(tmp_path, row).md5 != before
+
+
+@pytest.mark.parametrize("suffix, keep", [(".jpg", 0.6), (".png", 0.6)])
+def test_truncated_image_is_refused(tmp_path, suffix, keep):
+    """OpenCV decodes a cut JPEG with a warning (the rest comes out grey): the check refuses it."""
+    img = np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    full = _write(tmp_path / f"full{suffix}", img)
+    data = full.read_bytes()
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(DataError) as exc:
+        read_image(cut)
+    assert str(cut) in str(exc.value) and "truncated" in str(exc.value)
+    assert read_image(full).shape == (128, 128, 3)
 
 
 def test_check_sample_label_size_mismatch(tmp_path):
@@ -231,4 +262,4 @@ def test_manifest_reads_scanned_dataset(tmp_path):
         np.testing.assert_array_equal(val.label(i), expected_train_ids("cityscapes", "val", i))
         inst = val.instance(i)
         assert inst.dtype == np.int32 and inst.shape == (32, 64)
-        assert check_sample(m.root, val.df.iloc[i]) == (32, 64)
+        assert _hw(check_sample(root, val.df.iloc[i])) == (32, 64)

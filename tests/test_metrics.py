@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from nightlab.labels import CLASS_IDS, CLASS_NAMES, ID_TO_TRAINID, IGNORE, NUM_CLASSES, TRAINID_TO_ID
-from nightlab.metrics import Evaluator, confusion_matrix, iou_from_confusion, metrics_to_flat, miou
+from nightlab.metrics import Evaluator, confusion_matrix, headline, iou_from_confusion, miou, subset_miou
 
 # 3-class toy problem, GT on the rows of the comments, prediction below it.
 GT = torch.tensor([[0, 0, 1, 1],
@@ -98,14 +98,17 @@ def test_shard_merge_equals_one_pass():
     np.testing.assert_array_equal(a.result()["iou"], whole.result()["iou"])
 
 
-def test_metrics_to_flat():
+def test_headline_keeps_scalars_only():
     res = {"iou": [1 / 3] + [math.nan] * (NUM_CLASSES - 1), "mIoU": 1 / 3, "pixel_acc": 0.5,
            "support": [1] * NUM_CLASSES}
-    flat = metrics_to_flat(res, "image", CLASS_NAMES)
-    assert flat["image.mIoU"] == 0.333333 and flat["image.pixel_acc"] == 0.5
-    assert flat["image.iou.road"] == 0.333333
-    assert flat["image.iou.traffic_light"] is None
-    assert len(flat) == 2 + NUM_CLASSES and not any(" " in k for k in flat)
+    assert headline(res, "image") == {"image.mIoU": 0.333333, "image.pixel_acc": 0.5}
+    assert headline({**res, "mIoU": math.nan}, "x")["x.mIoU"] is None  # JSON has no NaN
+
+
+def test_subset_miou():
+    iou = [0.5, math.nan, 0.25] + [1.0] * (NUM_CLASSES - 3)
+    assert subset_miou(iou, [0, 2]) == 0.375 and subset_miou(iou, [0, 1]) == 0.5
+    assert math.isnan(subset_miou(iou, [1])) and math.isnan(subset_miou(iou, []))
 
 
 def _cityscapes_eval(preds, gts_label_ids, tmp_path) -> dict:

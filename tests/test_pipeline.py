@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import BIN, ROOT, copy_project
+from conftest import BIN, ROOT, copy_project, dag_stages
 
 from flows.pipeline import _stop, plan, stage_order
 from nightlab_cli.main import main as nightlab_main
@@ -61,7 +61,7 @@ def test_every_subcommand_has_help(capsys):
 @pytest.mark.e2e
 def test_stage_order_is_a_topological_order_of_dvc_dag():
     order = stage_order(ROOT)
-    assert sorted(order) == sorted(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
+    assert sorted(order) == sorted(dag_stages(ROOT))
     dot = run(["dvc", "dag", "--dot"], ROOT, {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"})
     assert dot.returncode == 0, dot.stderr
     edges = re.findall(r'"([^"]+)" -> "([^"]+)"', dot.stdout)

@@ -57,7 +57,8 @@ def test_cityscapes_layout_and_rows(tmp_path):
         assert r["instance"] == f"gtFine/val/{d}/{name}_gtFine_instanceIds.png"
         assert (r["split"], r["height"], r["width"]) == ("val", H, W)
         assert (r["source"], r["encoding"]) == ("synthetic", "labelIds")
-        assert check_sample(out, r) == (H, W)
+        c = check_sample(out, r)
+        assert (c.height, c.width) == (H, W)
         assert read_image(out / r["image"]).shape == (H, W, 3)
     # the Cityscapes adapter reads the generated set back as the same samples
     df = scan("cityscapes", out, ["val"])
@@ -133,7 +134,8 @@ def test_all_train_classes_appear(tmp_path):
 def test_other_sizes(tmp_path, h, w):
     rows = generate_scene(tmp_path, "test", 0, seed=0, h=h, w=w)
     for r in rows:
-        assert check_sample(tmp_path, r) == (h, w)
+        c = check_sample(tmp_path, r)
+        assert (c.height, c.width) == (h, w)
     lab = layout_scene(h, w, scene_rng(0, "test", 0)).label
     assert lab.shape == (h, w)
     assert (train_ids_to_label_ids(np.where(lab == EGO, IGNORE, lab).astype(np.uint8)) >= 0).all()

@@ -15,6 +15,7 @@ size checks are :func:`nightlab.data.manifest.check_sample`'s job.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -31,16 +32,25 @@ def _row(root: Path, split, domain, image: Path, label: Path, instance: Path | N
                 height=-1, width=-1, source=source, encoding=encoding)
 
 
+MAX_LISTED = 20  # images without a label named in one error
+
+
 def _pair(root: Path, images: list[Path], label_for: Callable[[Path], Path], split: str, domain,
           source: str, encoding: str, instance_for: Callable[[Path], Path] | None = None) -> list[dict]:
-    rows = []
+    rows, unlabelled = [], []
     for img in sorted(images):
         lab = label_for(img)
         if not lab.is_file():
-            raise DataError(f"{img}: image has no label (expected {lab})")
+            unlabelled.append(f"  {img}: image has no label (expected {lab})")
+            continue
         inst = instance_for(img) if instance_for else None
         dom = domain(img) if callable(domain) else domain
-        rows.append(_row(root, split, dom, img, lab, inst if inst is not None and inst.is_file() else None, source, encoding))
+        inst = inst if inst is not None and inst.is_file() else None
+        rows.append(_row(root, split, dom, img, lab, inst, source, encoding))
+    if unlabelled:
+        more = f" (first {MAX_LISTED} shown)" if len(unlabelled) > MAX_LISTED else ""
+        raise DataError(f"{len(unlabelled)} image(s) without a label in split {split!r}{more}:\n"
+                        + "\n".join(unlabelled[:MAX_LISTED]))
     return rows
 
 
@@ -51,7 +61,19 @@ def _need_dir(path: Path, what: str) -> Path:
 
 
 def _images(folder: Path, suffix: str = "") -> list[Path]:
-    return [p for p in folder.rglob(f"*{suffix}") if p.suffix.lower() in IMAGE_EXTS and p.is_file()]
+    """Image files under ``folder``, following symlinked folders (a city or sequence linked in from
+    elsewhere is part of the dataset) but never the same folder twice (a link loop)."""
+    found, seen = [], set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames.clear()
+            continue
+        seen.add(real)
+        dirnames.sort()
+        found += [Path(dirpath) / f for f in sorted(filenames)
+                  if f.endswith(suffix) and Path(f).suffix.lower() in IMAGE_EXTS and (Path(dirpath) / f).is_file()]
+    return found
 
 
 def scan_cityscapes(root: Path, split: str, encoding: str = "labelIds") -> list[dict]:
@@ -118,20 +140,28 @@ ADAPTERS: dict[str, Callable[..., list[dict]]] = {
 }
 
 
-def scan(kind: str, root: str | Path, splits, encoding: str = "auto", domain: str = "auto") -> pd.DataFrame:
-    """Scan a dataset into a manifest frame (height/width filled later by validation)."""
+def scan(kind: str, root: str | Path, splits, encoding: str = "auto", domain: str = "auto",
+         name: str | None = None) -> pd.DataFrame:
+    """Scan a dataset into a manifest frame (height, width and md5 are filled when the files are
+    checked). ``name`` goes into the source column (default: the kind). Every split must exist and
+    hold at least one image with its label."""
     if kind not in ADAPTERS:
         raise DataError(f"unknown dataset kind {kind!r}; expected one of {sorted(ADAPTERS)}")
     root = Path(root)
+    what = f"source {name!r} ({kind})" if name and name != kind else f"kind {kind!r}"
     if not root.is_dir():
-        raise DataError(f"{root}: dataset path not found (data.root for kind {kind!r})")
+        raise DataError(f"{root}: dataset root of {what} not found")
+    if len(set(splits)) != len(splits) or not splits:
+        raise DataError(f"{root}: splits {list(splits)} of {what} must be a non-empty list without repeats")
     rows = []
     for split in splits:
         found = ADAPTERS[kind](root, split, **({"encoding": encoding} if encoding not in (None, "auto") else {}))
         if not found:
-            raise DataError(f"{root}: split {split!r} is empty (no {kind} images found)")
+            raise DataError(f"{root}: split {split!r} of {what} is empty (no images found)")
         rows += found
     df = pd.DataFrame(rows)
+    df["source"] = name or kind
+    df["md5"] = None
     if domain != "auto":
         df["domain"] = domain
     return df

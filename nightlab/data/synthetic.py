@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 import cv2
@@ -21,6 +22,9 @@ import numpy as np
 
 from nightlab.labels import CLASS_IDS, LABEL_IDS, train_ids_to_label_ids
 from nightlab.io import write_image, write_label
+
+if TYPE_CHECKING:
+    from nightlab.config import SyntheticConfig
 
 C = CLASS_IDS
 EGO = 254  # temporary marker for the ego-vehicle hood (written as labelId 1 = ignore)
@@ -446,3 +450,19 @@ def generate_scene(out: Path, split: str, index: int, seed: int, h: int, w: int)
                          height=h, width=w, source="synthetic", encoding="labelIds"))
     return rows
 
+
+def synthetic_shards(cfg: SyntheticConfig, splits, shard_size: int = 16) -> list[tuple[str, list[int]]]:
+    shards = []
+    for split in splits:
+        n = getattr(cfg, split, None)
+        if n is None:
+            raise ValueError(f"data.synthetic has no size for split {split!r}; set data.synthetic.{split}")
+        shards += [(split, list(range(i, min(i + shard_size, n)))) for i in range(0, n, shard_size)]
+    return shards
+
+
+def generate_shard(out: Path, split: str, indices, seed: int, cfg: SyntheticConfig) -> list[dict]:
+    rows = []
+    for i in indices:
+        rows += generate_scene(Path(out), split, i, seed, cfg.height, cfg.width)
+    return rows

@@ -1,0 +1,133 @@
+"""Bad input to a stage: one clear error block (file and problem, no traceback), a non-zero exit,
+and the previous run's outputs intact, whatever failed (a bad file, a config mistake, a full disk)."""
+from __future__ import annotations
+
+import hashlib
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import ROOT
+
+from flows.testing import copy_project
+
+pytestmark = pytest.mark.e2e
+OUTPUTS = ("data/manifest.parquet", "reports/data/summary.json", "reports/data/class_frequency.csv",
+           "reports/data/samples.png", "data/prepared/sources.json")
+
+
+def _folder_dataset(root: Path, n: int = 3, h: int = 48, w: int = 64) -> Path:
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for i in range(n):
+            img = root / "images" / split / f"img_{i}.jpg"
+            img.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(img), rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+            mask = root / "masks" / split / f"img_{i}.png"
+            mask.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(mask), rng.integers(0, 19, (h, w), dtype=np.uint8))
+    return root
+
+
+def _digests(proj: Path) -> dict:
+    return {rel: hashlib.md5((proj / rel).read_bytes()).hexdigest() for rel in OUTPUTS if (proj / rel).is_file()}
+
+
+def _prepare(proj: Path, env: dict, limit_bytes: int | None = None) -> subprocess.CompletedProcess:
+    def limit():  # RLIMIT_FSIZE: a write past it fails with EFBIG, as on a full disk (Python ignores SIGXFSZ)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    return subprocess.run([sys.executable, "-m", "flows.prepare_data"], cwd=proj, env=env, capture_output=True,
+                          text=True, timeout=600, preexec_fn=limit if limit_bytes else None)
+
+
+@pytest.fixture
+def folder_project(tmp_path, stage_env):
+    """A project on a small folder dataset after one good prepare_data."""
+    data = _folder_dataset(tmp_path / "dataset")
+    proj = copy_project(tmp_path / "proj", changes={"data.kind": "folder", "data.root": str(data),
+                                                     "data.encoding": "trainIds"})
+    res = _prepare(proj, stage_env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return proj, data, _digests(proj)
+
+
+def _assert_user_error(res, *needles):
+    assert res.returncode == 2, (res.returncode, res.stderr[-3000:])
+    err = res.stderr
+    assert "Traceback" not in err, err[-3000:]
+    block = err[err.index("error: "):]
+    for needle in needles:
+        assert needle in block, (needle, block[-2000:])
+
+
+def test_truncated_jpeg_is_refused_and_previous_outputs_stay(folder_project, stage_env):
+    proj, data, before = folder_project
+    img = data / "images" / "train" / "img_1.jpg"
+    img.write_bytes(img.read_bytes()[: img.stat().st_size // 2])
+    res = _prepare(proj, stage_env)
+    _assert_user_error(res, str(img), "truncated")
+    assert _digests(proj) == before
+
+
+def test_every_bad_file_is_reported_in_one_pass(folder_project, stage_env):
+    proj, data, before = folder_project
+    cut = [data / "images" / "train" / f"img_{i}.jpg" for i in (0, 2)]
+    for img in cut:
+        img.write_bytes(img.read_bytes()[:100])
+    bad_mask = data / "masks" / "val" / "img_1.png"
+    cv2.imwrite(str(bad_mask), np.full((48, 64), 77, np.uint8))
+    res = _prepare(proj, stage_env)
+    _assert_user_error(res, "3 bad file(s)", *map(str, cut), str(bad_mask), "encoding")
+    assert _digests(proj) == before
+
+
+def test_a_full_disk_names_the_path_and_keeps_previous_outputs(folder_project, stage_env):
+    proj, _, before = folder_project
+    res = _prepare(proj, stage_env, limit_bytes=20_000)  # the manifest fits, the plots do not
+    _assert_user_error(res, "File too large")
+    assert _digests(proj) == before
+    assert not [p for p in (proj / "reports" / "data").iterdir() if ".stage-" in p.name]  # no temporaries left
+
+
+def test_no_split_named_train_is_fine(tmp_path, stage_env):
+    data = _folder_dataset(tmp_path / "dataset")
+    proj = copy_project(tmp_path / "proj", changes={"data.kind": "folder", "data.root": str(data),
+                                                     "data.encoding": "trainIds", "data.splits": ["val"],
+                                                     "splits.train": ["*/val/*"], "splits.select": ["*/val/*"],
+                                                     "splits.report": ["*/val/*"]})
+    res = _prepare(proj, stage_env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (proj / "reports/data/samples.png").is_file()
+
+
+@pytest.mark.parametrize("changes, needle", [
+    ({"data.splits": []}, "data.splits"),
+    ({"data.splits": ["train", "train", "val"]}, "more than once"),
+    ({"data.kind": "folder", "data.encoding": "auto"}, "encoding"),
+    ({"hard_classes.threshold": "0.5"}, "hard_classes.threshold"),
+])
+def test_config_mistakes_are_one_block(tmp_path, stage_env, changes, needle):
+    proj = copy_project(tmp_path / "proj")
+    params = proj / "params.yaml"
+    import yaml
+
+    data = yaml.safe_load(params.read_text())
+    for key, value in changes.items():
+        *parents, last = key.split(".")
+        node = data
+        for k in parents:
+            node = node[k]
+        node[last] = value
+    params.write_text(yaml.safe_dump(data))
+    res = _prepare(proj, stage_env)
+    _assert_user_error(res, "params.yaml", needle)
+    assert res.stderr.count("error:") == 1
+
+
+def test_layout_note():
+    assert (ROOT / "data" / "sources" / "README.md").is_file() and (ROOT / "data" / "raw" / "README.md").is_file()
