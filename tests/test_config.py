@@ -35,7 +35,7 @@ def test_defaults_parse():
     assert p.hard_classes.threshold == 0.5
     assert p.boxes.min_area == 12
     assert p.image_model.backbone == "resnet18"
-    assert p.data.splits == ("train", "val")
+    assert p.data.splits == ("train", "val", "test")
     # each model has its own training defaults, the values of the default run
     assert (p.image_model.train.iters, p.image_model.train.batch_size, p.image_model.train.lr) == (300, 8, 0.002)
     assert (p.region_model.train.iters, p.region_model.train.batch_size) == (400, 32)

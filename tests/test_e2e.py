@@ -39,15 +39,15 @@ def test_full_repro_runs_every_stage_and_writes_reports(tiny_run):
     proj = tiny_run.path
     assert sorted(ran_stages(tiny_run.output)) == sorted(dag_stages(proj))
     manifest = pd.read_parquet(proj / "data/manifest.parquet")
-    assert set(manifest.domain) == {"day", "night"} and set(manifest.split) == {"train", "val"}
+    assert set(manifest.domain) == {"day", "night"} and set(manifest.split) == {"train", "val", "test"}
     hard = json.loads((proj / "reports/hard_classes.json").read_text())
     assert hard["threshold"] == 0.5 and all(c["iou"] < 0.5 for c in hard["classes"])
     metrics = json.loads((proj / "reports/metrics.json").read_text())
     for variant in ("image", "merged_rdn", "merged_hdm", "merged_gt"):
         assert 0.0 <= metrics[f"{variant}.mIoU"] <= 1.0
-    # The stage's image-level numbers agree with the per_class_iou stage on the same split.
+    # per_class_iou scores the selection split (val), the headline the report split (test): two numbers.
     image = json.loads((proj / "reports/image/metrics.json").read_text())
-    assert metrics["image.mIoU"] == pytest.approx(image["image.mIoU"], abs=1e-6)
+    assert 0.0 <= image["image.mIoU"] <= 1.0
     proposals = pd.read_parquet(proj / "data/hdm_proposals.parquet")
     assert {"iou_region", "iou_image", "orig_positive", "v", "new_label"} <= set(proposals.columns)
     assert ((proposals.new_label == 1) <= (proposals.orig_positive & (proposals.v == 1))).all()

@@ -23,9 +23,9 @@ DONE = re.compile(r"Task run '(generate-\S+)' - Finished in state (Completed|Cac
 def test_killed_prepare_data_rerun_computes_only_unfinished_shards(tmp_path, stage_env):
     proj = copy_project(tmp_path / "proj")
     params = yaml.safe_load((proj / "params.yaml").read_text())
-    params["data"]["synthetic"].update(height=128, width=256, train=96, val=16)  # 6 + 1 shards of 16 scenes
+    params["data"]["synthetic"].update(height=128, width=256, train=96, val=16, test=16)  # 6+1+1 shards of 16
     (proj / "params.yaml").write_text(yaml.safe_dump(params))
-    n = 7
+    n = 8
 
     proc = subprocess.Popen([sys.executable, "-u", "-m", "flows.prepare_data"], cwd=proj, env=stage_env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -22,7 +22,7 @@ OUTPUTS = ("data/manifest.parquet", "reports/data/summary.json", "reports/data/c
 
 def _folder_dataset(root: Path, n: int = 3, h: int = 48, w: int = 64) -> Path:
     rng = np.random.default_rng(0)
-    for split in ("train", "val"):
+    for split in ("train", "val", "test"):
         for i in range(n):
             img = root / "images" / split / f"img_{i}.jpg"
             img.parent.mkdir(parents=True, exist_ok=True)
@@ -99,7 +99,7 @@ def test_no_split_named_train_is_fine(tmp_path, stage_env):
     proj = copy_project(tmp_path / "proj", changes={"data.kind": "folder", "data.root": str(data),
                                                      "data.encoding": "trainIds", "data.splits": ["val"],
                                                      "splits.train": ["*/val/*"], "splits.select": ["*/val/*"],
-                                                     "splits.report": ["*/val/*"]})
+                                                     "splits.report": ["*/val/*"], "splits.report_on_select": True})
     res = _prepare(proj, stage_env)
     assert res.returncode == 0, res.stderr[-3000:]
     assert (proj / "reports/data/samples.png").is_file()

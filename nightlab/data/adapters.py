@@ -4,20 +4,21 @@ Labels stay in the dataset's encoding (the ``encoding`` column says which); conv
 trainIds happens on read via cityscapesscripts' table. Adapters only pair files: decoding and
 size checks are :func:`nightlab.data.manifest.check_sample`'s job.
 
-| kind       | images                                               | labels                                             |
-|------------|------------------------------------------------------|----------------------------------------------------|
-| cityscapes | leftImg8bit/{split}/{city}/*_leftImg8bit.png          | gtFine/{split}/{city}/*_gtFine_labelIds.png (+instanceIds; *_labelTrainIds.png for encoding trainIds) |
-| nightcity  | images/{split}/*.png                                 | label/{split}/*_labelIds.png                        |
-| acdc       | rgb_anon/night/{split}/{seq}/*_rgb_anon.png           | gt/night/{split}/{seq}/*_gt_labelIds.png            |
-| darkzurich | rgb_anon/{split}/night/{seq}/*_rgb_anon.png           | gt/{split}/night/{seq}/*_gt_labelIds.png            |
-| bdd100k    | images/10k/{split}/*.jpg                             | labels/sem_seg/masks/{split}/*.png (trainIds)       |
-| folder     | images/{split}/*.(png/jpg)                           | masks/{split}/<same stem>.png (trainIds or labelIds) |
+Layouts (images -> labels, per split):
+
+- cityscapes: leftImg8bit/{split}/{city}/*_leftImg8bit.png -> gtFine/{split}/{city}/*_gtFine_labelIds.png
+  (+ *_instanceIds.png; *_labelTrainIds.png with encoding trainIds)
+- nightcity: images/{split}/*.png -> label/{split}/*_labelIds.png
+- acdc: rgb_anon/night/{split}/{seq}/*_rgb_anon.png -> gt/night/{split}/{seq}/*_gt_labelIds.png
+- darkzurich: rgb_anon/{split}/night/{seq}/*_rgb_anon.png -> gt/{split}/night/{seq}/*_gt_labelIds.png
+- bdd100k: images/10k/{split}/*.jpg -> labels/sem_seg/masks/{split}/*.png (trainIds)
+- folder: images/{split}/*.(png|jpg) -> masks/{split}/<same stem>.png (trainIds or labelIds)
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 

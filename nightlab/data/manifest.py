@@ -47,7 +47,7 @@ class Manifest:
         row = self.df.iloc[i]
         return self.root_of(row.source) / row[column]
 
-    def select(self, rows=None, domains=None) -> "Manifest":
+    def select(self, rows=None, domains=None) -> Manifest:
         """The rows matching any of ``rows`` (RowSelectors, e.g. ``params.splits.select``), and of ``domains``."""
         df = self.df
         if rows is not None:

@@ -48,7 +48,7 @@ class RPNBackbone(nn.Module):
     def levels(self) -> int:
         return len(self.indices)
 
-    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         feats = self.body((x - self.mean) / self.std)
         feats = OrderedDict((str(k), feats[i]) for k, i in enumerate(self.indices))
         if self.fpn is not None:

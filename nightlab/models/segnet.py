@@ -23,7 +23,8 @@ class FPNDecoder(nn.Module):
         super().__init__()
         self.lateral = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels)
         self.smooth = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+            nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
+                          nn.ReLU(inplace=True))
             for _ in in_channels)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
 

@@ -1,104 +1,26 @@
-"""Procedural night-city generator (docs/design.md section 4).
+"""Generator version 1, kept as it was so that earlier results can be reproduced.
 
 Each scene is laid out once (a trainId map, an instance map and a per-pixel albedo) and then
 rendered twice: by day (sunlight, mild noise) and by night (low ambient light, street lamps and
-headlights with glare, over-exposure near lights, sensor noise, blur). Labels are shared by the
-two renderings. Scenes are drawn in perspective, so far objects are small; poles, traffic lights
-and signs are a few pixels wide, riders sit on bicycles and motorcycles. At ``image_scale`` and
-in the dark those thin objects lose most of their pixels, while a zoomed crop of the native
-image still shows them: the effect NightLab's region model exploits.
+headlights with glare, over-exposure near lights, sensor noise, blur). Scenes are drawn in
+perspective, so far objects are small; poles, traffic lights and signs are a few pixels wide,
+riders sit on bicycles and motorcycles.
 
-Everything is deterministic in ``(seed, split, index)``, so shards can be generated in any order.
+Known limits, fixed in version 2 (docs/design.md 4): its float rendering goes through OpenCV's
+and numpy's CPU-dispatched kernels, so the pixels differ between x86 machines with different
+SIMD units (AVX2 vs AVX-512); class sizes and frequencies are far from real street scenes (a
+third of the road's share, ten times the terrain, sky and large vehicles); bicycles are labelled
+as 1-2 pixel rings, which no model at any resolution learns.
 """
 from __future__ import annotations
 
-import zlib
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-from pathlib import Path
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from nightlab.labels import CLASS_IDS, LABEL_IDS, train_ids_to_label_ids
-from nightlab.io import write_image, write_label
-
-if TYPE_CHECKING:
-    from nightlab.config import SyntheticConfig
-
-C = CLASS_IDS
-EGO = 254  # temporary marker for the ego-vehicle hood (written as labelId 1 = ignore)
-
-# Day albedo (RGB, 0..1) per class, jittered per object.
-BASE_COLOUR = {
-    "road": (0.32, 0.30, 0.33), "sidewalk": (0.62, 0.55, 0.60), "building": (0.45, 0.42, 0.40),
-    "wall": (0.60, 0.36, 0.26), "fence": (0.55, 0.50, 0.38), "pole": (0.50, 0.50, 0.52),
-    "traffic light": (0.12, 0.12, 0.10), "traffic sign": (0.85, 0.80, 0.10),
-    "vegetation": (0.20, 0.45, 0.15), "terrain": (0.50, 0.62, 0.30), "sky": (0.55, 0.70, 0.92),
-    "person": (0.70, 0.20, 0.25), "rider": (0.20, 0.30, 0.75), "car": (0.15, 0.25, 0.55),
-    "truck": (0.30, 0.45, 0.35), "bus": (0.75, 0.65, 0.20), "train": (0.55, 0.30, 0.50),
-    "motorcycle": (0.10, 0.55, 0.60), "bicycle": (0.75, 0.35, 0.75),
-}
-# People of both classes wear the same clothes: as in real streets, a rider differs from a
-# pedestrian only by context (sitting on a two-wheeler), which is what makes riders hard.
-CLOTHES = [(0.70, 0.20, 0.25), (0.20, 0.30, 0.75), (0.55, 0.15, 0.45), (0.85, 0.35, 0.30)]
-
-
-@dataclass
-class Scene:
-    label: np.ndarray  # (H, W) uint8 trainIds, EGO for the hood
-    instance: np.ndarray  # (H, W) int32 Cityscapes instance ids (labelId*1000+k or labelId)
-    albedo: np.ndarray  # (H, W, 3) float32
-    lamps: list = field(default_factory=list)  # (x, y, radius, intensity, rgb) light sources
-    emissive: np.ndarray | None = None  # (H, W, 3) float32 light emitted at night
-
-
-class _Canvas:
-    def __init__(self, h: int, w: int, rng: np.random.Generator):
-        self.h, self.w, self.rng = h, w, rng
-        self.label = np.full((h, w), C["sky"], np.uint8)
-        self.albedo = np.zeros((h, w, 3), np.float32)
-        self.instance = np.zeros((h, w), np.int32)
-        self.emissive = np.zeros((h, w, 3), np.float32)
-        self.lamps: list = []
-        self._next_inst: dict[str, int] = {}
-        self._scratch = np.zeros((h, w), np.uint8)
-
-    def colour(self, cls: str, jitter: float = 0.08) -> tuple:
-        base = CLOTHES[self.rng.integers(len(CLOTHES))] if cls in ("person", "rider") else BASE_COLOUR[cls]
-        base = np.array(base) + self.rng.normal(0, jitter, 3)
-        return tuple(np.clip(base, 0.02, 0.98).tolist())
-
-    def new_instance(self, cls: str) -> int:
-        k = self._next_inst.get(cls, 0)
-        self._next_inst[cls] = k + 1
-        return LABEL_IDS[cls] * 1000 + k
-
-    def fill(self, cls: str, draw, colour=None, inst: int | None = None) -> None:
-        """``draw(mask)`` rasterises a shape into a uint8 mask; the shape then overwrites the scene."""
-        m = self._scratch
-        draw(m)
-        x, y, bw, bh = cv2.boundingRect(m)  # work inside the shape's box only: ~10x faster
-        if bw == 0:
-            return
-        box = (slice(y, y + bh), slice(x, x + bw))
-        sel = m[box] > 0
-        self.label[box][sel] = EGO if cls == "ego" else C[cls]
-        self.albedo[box][sel] = colour if colour is not None else self.colour(cls)
-        self.instance[box][sel] = inst if inst is not None else (1 if cls == "ego" else LABEL_IDS[cls])
-        self.emissive[box][sel] = 0
-        m[box] = 0
-
-    def glow(self, x: float, y: float, r: float, rgb, intensity: float = 1.0) -> None:
-        cv2.circle(self.emissive, (int(x), int(y)), max(1, int(r)), tuple(float(c) * intensity for c in rgb), -1, cv2.LINE_AA)
-
-
-def _rect(x0, y0, x1, y1):
-    return lambda m: cv2.rectangle(m, (int(x0), int(y0)), (int(x1), int(y1)), 1, -1)
-
-
-def _poly(pts):
-    return lambda m: cv2.fillPoly(m, [np.round(np.asarray(pts)).astype(np.int32)], 1)
+from nightlab.data.synthetic.common import CLOTHES, LABEL_IDS, C, Scene, _poly, _rect  # noqa: F401
+from nightlab.data.synthetic.common import Canvas as _Canvas
 
 
 @dataclass
@@ -417,52 +339,3 @@ def render(scene: Scene, night: bool, rng: np.random.Generator) -> np.ndarray:
     gain = rng.uniform(1.0, 1.5)
     img = np.clip(img * gain, 0, 1) ** (1 / 1.5)  # over-exposure clips near lights
     return (img * 255 + 0.5).astype(np.uint8)
-
-
-def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
-    return np.random.default_rng([seed, zlib.crc32(split.encode()), index])
-
-
-def scene_name(split: str, index: int) -> str:
-    return f"synth_{split}_{index:05d}"
-
-
-def generate_scene(out: Path, split: str, index: int, seed: int, h: int, w: int) -> list[dict]:
-    """Lay out one scene, render it by day and night, write both in the Cityscapes layout.
-
-    Returns the manifest rows (paths relative to ``out``).
-    """
-    rng = scene_rng(seed, split, index)
-    scene = layout_scene(h, w, rng)
-    label_ids = train_ids_to_label_ids(scene.label)
-    label_ids[scene.label == EGO] = LABEL_IDS["ego vehicle"]
-    inst = scene.instance.astype(np.uint16)
-    rows = []
-    for domain in ("day", "night"):
-        name = f"{scene_name(split, index)}_{domain}"
-        img_rel = Path("leftImg8bit") / split / domain / f"{name}_leftImg8bit.png"
-        lab_rel = Path("gtFine") / split / domain / f"{name}_gtFine_labelIds.png"
-        ins_rel = Path("gtFine") / split / domain / f"{name}_gtFine_instanceIds.png"
-        write_image(out / img_rel, render(scene, domain == "night", rng))
-        write_label(out / lab_rel, label_ids)
-        write_label(out / ins_rel, inst)
-        rows.append(dict(split=split, domain=domain, image=str(img_rel), label=str(lab_rel), instance=str(ins_rel),
-                         height=h, width=w, source="synthetic", encoding="labelIds"))
-    return rows
-
-
-def synthetic_shards(cfg: SyntheticConfig, splits, shard_size: int = 16) -> list[tuple[str, list[int]]]:
-    shards = []
-    for split in splits:
-        n = getattr(cfg, split, None)
-        if n is None:
-            raise ValueError(f"data.synthetic has no size for split {split!r}; set data.synthetic.{split}")
-        shards += [(split, list(range(i, min(i + shard_size, n)))) for i in range(0, n, shard_size)]
-    return shards
-
-
-def generate_shard(out: Path, split: str, indices, seed: int, cfg: SyntheticConfig) -> list[dict]:
-    rows = []
-    for i in indices:
-        rows += generate_scene(Path(out), split, i, seed, cfg.height, cfg.width)
-    return rows
