@@ -19,11 +19,13 @@ from pathlib import Path
 
 from benches.common import machine
 
-BENCHES = {  # name -> module, in running order (inference and dvc share one tiny-profile repro)
+BENCHES = {  # name -> module, in running order (inference, onnx and dvc share one tiny-profile repro)
     "evaluator": "benches.evaluator",
     "generation": "benches.generation",
     "training_efficiency": "benches.training_efficiency",
+    "loading": "benches.loading",
     "inference": "benches.inference",
+    "onnx": "benches.onnx_runtime",
     "dvc": "benches.dvc_repro",
     "prefect_overhead": "benches.prefect_overhead",
     "memory": "benches.memory",
@@ -86,7 +88,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benches", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke check in a few minutes")
     ap.add_argument("--only", help=f"comma-separated subset of: {', '.join(BENCHES)}")
-    ap.add_argument("--models", help="trained models/ for the inference benchmark (default: the project's "
+    ap.add_argument("--models", help="trained models/ for the inference and onnx benchmarks (default: the project's "
                                      "models/ if complete, else a tiny-profile dvc repro in a temporary copy)")
     ap.add_argument("--out", type=Path, default=HERE, help="where RESULTS.md and results.json go (default benches/)")
     a = ap.parse_args(argv)
@@ -105,7 +107,7 @@ def main(argv=None) -> int:
     for i, name in enumerate(names, 1):
         print(f"[{i}/{len(names)}] {name} ...", flush=True)
         module = importlib.import_module(BENCHES[name])
-        kwargs = {"models": a.models} if name == "inference" else {}
+        kwargs = {"models": a.models} if name in ("inference", "onnx") else {}
         t0 = time.perf_counter()
         try:
             r = module.run(a.quick, **kwargs)

@@ -37,13 +37,17 @@ def trained_project(models: str | Path | None) -> tuple[Path, str]:
     return tiny_project()[0], f"{d} lacks trained models: tiny-profile dvc repro in a temporary copy"
 
 
+def project_manifest(proj: Path) -> Manifest:
+    """The project's manifest, its data roots (relative to the project root, where stages run) made absolute."""
+    m = read_manifest(proj / "data/manifest.parquet")
+    return Manifest(m.df, {src: root if root.is_absolute() else proj / root for src, root in m.root.items()})
+
+
 def run(quick: bool, models: str | None = None) -> dict:
     proj, source = trained_project(models)
     p = load_params(proj / "params.yaml")
     device = pick_device(p.device)
-    m = read_manifest(proj / "data/manifest.parquet")
-    m = Manifest(m.df, m.root if m.root.is_absolute() else proj / m.root)
-    sel = m.select(p.splits.report)
+    sel = project_manifest(proj).select(p.splits.report)
     two = TwoLevel.from_params(p.merge, "hdm", models=proj / "models", hard=proj / "reports/hard_classes.json",
                                device=device)
     n, repeat = min(len(sel), 5 if quick else 50), 3 if quick else 5

@@ -1,19 +1,25 @@
-"""Stage evaluate_merged: image-level vs merged with RDN, HDM and ground-truth boxes (docs/design.md 1.8).
+"""Stage evaluate_merged: the image level against the two-level variants on the report split
+(docs/design.md 1.8).
 
-All four variants share one image-model pass per image. Writes the flat metrics for
-``dvc metrics``, a per-class table for ``dvc plots``, the confusion matrix of merged_hdm, a
-qualitative panel and reports/README.md with the tables in the paper's style.
+Every variant is measured per image (one image-model pass per image; each selector's regions go
+through the region model once and every budget reuses them): the image level; the merge with
+the RDN's, HDM's and the uncertainty selector's top K regions (K = merge.max_regions, chosen on
+val) and with every ground-truth hard box (the bound); and each selector at the budgets of
+evaluation.ks (the equal-budget curves). Differences come with paired-bootstrap 95% intervals
+over the report images (nightlab.stats). Writes the headline metrics for ``dvc metrics``, the
+per-class and curve tables for ``dvc plots``, the per-image confusion matrices (every further
+statistic can be computed from them), figures and reports/README.md.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import torch
 from prefect import get_run_logger
 
 from flows.common import StageOutputs, stage_flow, stage_main
 from flows.paths import (
     BOXES,
+    CONFUSIONS,
     HARD_CLASSES,
     HARD_SET,
     HDM_MODEL,
@@ -32,84 +38,103 @@ from flows.paths import (
 from nightlab.boxes import boxes_for
 from nightlab.data.manifest import read_manifest
 from nightlab.device import pick_device
-from nightlab.inference import image_probs
-from nightlab.io import read_json, read_table, write_json, write_table
+from nightlab.evaluation import evaluate_two_level
+from nightlab.headline import HEADLINE, headline_metrics, rounded
+from nightlab.io import DataError, atomic_path, read_json, read_table, write_json, write_table
 from nightlab.labels import CLASS_NAMES
-from nightlab.metrics import Evaluator, subset_miou
-from nightlab.predict import TwoLevel
-from nightlab.report import confusion_figure, paper_tables
+from nightlab.metrics import iou_from_confusion, miou, subset_miou
+from nightlab.models.rdn import load_rdn
+from nightlab.models.store import load_image_model, load_seg_model
+from nightlab.regions import CropRule
+from nightlab.report import confusion_figure, k_curve_figure, paper_tables
 from nightlab.viz import draw_boxes, overlay, plot_grouped_iou, save_grid
 
 READS = (MANIFEST, PREPARED, BOXES, HARD_CLASSES, HARD_SET, IMAGE_MODEL, REGION_MODEL, RDN_MODEL, HDM_MODEL,
          RDN_REPORTS / "metrics.json", REGION_REPORTS / "metrics.json", HDM_REPORTS / "metrics.json")
-WRITES = (METRICS, REPORTS / "README.md", MERGED_REPORTS / "panel.png", MERGED_REPORTS / "per_class_iou.png",
-          MERGED_REPORTS / "per_class_iou.csv", MERGED_REPORTS / "confusion_hdm.png",
-          MERGED_REPORTS / "confusion_hdm.csv")
-VARIANTS = ["image", "merged_rdn", "merged_hdm", "merged_gt"]
-
-
-def _r(v) -> float | None:
-    return None if v is None or not np.isfinite(v) else round(float(v), 6)
+WRITES = (METRICS, CONFUSIONS, REPORTS / "README.md", MERGED_REPORTS / "panel.png",
+          MERGED_REPORTS / "per_class_iou.png", MERGED_REPORTS / "per_class_iou.csv", MERGED_REPORTS / "k_curve.csv",
+          MERGED_REPORTS / "k_curve.png", MERGED_REPORTS / "confusion_hdm.png", MERGED_REPORTS / "confusion_hdm.csv")
+SELECTORS = ["rdn", "hdm", "entropy", "gt"]
 
 
 @stage_flow("evaluate_merged")
 def evaluate_merged(p) -> dict:
     log = get_run_logger()
     device = pick_device(p.device)
-    hard_info = read_json(HARD_CLASSES)
+    hard_info, hard = read_json(HARD_CLASSES), read_json(HARD_SET)["ids"]
     where = ", ".join(map(str, p.splits.report))
     full = read_manifest(MANIFEST)
-    sel = full.select(p.splits.report)
-    held_out = not set(sel.df.row) & set(full.select(p.splits.select).df.row)
-    gt_boxes = boxes_for(read_table(BOXES), sel, hard_info["ids"])
-    hdm = TwoLevel.from_params(p.merge, "hdm", IMAGE_MODEL.parent, HARD_SET, device)
-    rdn = TwoLevel.from_params(p.merge, "rdn", IMAGE_MODEL.parent, HARD_SET, device)
-    evs = {v: Evaluator() for v in VARIANTS}
-    regions = dict.fromkeys(VARIANTS, 0)
-    panel = []
-    for i in range(len(sel)):
-        img, lab = sel.image(i), torch.from_numpy(sel.label(i))
-        probs = image_probs(hdm.image_model, img, hdm.image_scale, device)
-        boxes = {"image": np.zeros((0, 4)), "merged_rdn": rdn.regions(img), "merged_hdm": hdm.regions(img),
-                 "merged_gt": gt_boxes[gt_boxes["sample"] == i][["x0", "y0", "x1", "y1"]].to_numpy()}
-        preds = {}
-        for v in VARIANTS:
-            preds[v] = hdm.merge_with(img, probs, boxes[v]).cpu()
-            evs[v].update(preds[v], lab)
-            regions[v] += len(boxes[v])
-        if i < p.merge.panel_images:
-            shown = lab.numpy().copy()
-            panel.append([img, shown, preds["image"].byte().numpy(), preds["merged_hdm"].byte().numpy(),
-                          draw_boxes(overlay(img, preds["merged_hdm"].byte().numpy()), boxes["merged_hdm"])])
+    rep = full.select(p.splits.report)
+    if len(rep) == 0:
+        raise DataError(f"{MANIFEST}: the report split (splits.report = {where}) has no images")
+    held_out = not set(rep.df.row) & set(full.select(p.splits.select).df.row)
+    image_model, icfg = load_image_model(IMAGE_MODEL, device)
+    region, rcfg = load_seg_model(REGION_MODEL, device)
+    detectors = {name: (model, cfg["image_scale"]) for name, (model, cfg) in
+                 (("rdn", load_rdn(RDN_MODEL, device)), ("hdm", load_rdn(HDM_MODEL, device)))}
+    ev = evaluate_two_level(rep, boxes_for(read_table(BOXES), rep, hard), image_model, icfg["image_scale"], region,
+                            CropRule.of(rcfg), detectors, hard, p.evaluation.ks, p.merge.max_regions,
+                            p.merge.nms_thresh, p.evaluation.entropy_threshold, p.boxes, p.hdm.criterion, device,
+                            p.merge.batch_size, p.image_model.window)
+    cms = ev.confusions
+    results = {v: iou_from_confusion(cms[v].sum(0)) for v in cms}
 
-    results = {v: evs[v].result() for v in VARIANTS}
-    hard_ids = hard_info["ids"]
-    # Headline numbers only (dvc metrics diff stays readable); per-class IoU goes to the table below.
-    metrics = {}
-    for v in VARIANTS:
-        metrics[f"{v}.mIoU"] = _r(results[v]["mIoU"])
-        metrics[f"{v}.hard_mIoU"] = _r(subset_miou(results[v]["iou"], hard_ids))
-        metrics[f"{v}.regions_per_image"] = round(regions[v] / max(len(sel), 1), 3)
-    metrics["merged_hdm.gain_mIoU"] = _r(results["merged_hdm"]["mIoU"] - results["image"]["mIoU"])
-    metrics["hard_classes.count"] = len(hard_ids)
+    metrics = headline_metrics(ev, hard, p.evaluation.bootstrap, p.evaluation.bootstrap_seed)
+    metrics["report.images"] = len(rep)
 
-    table = pd.DataFrame({"class_name": CLASS_NAMES, "hard": [c in hard_ids for c in range(len(CLASS_NAMES))],
-                          **{v: results[v]["iou"] for v in VARIANTS}})
+    table = pd.DataFrame({"class_name": CLASS_NAMES, "hard": [c in hard for c in range(len(CLASS_NAMES))],
+                          **{v: results[v] for v in HEADLINE}})
+    curve = _k_curve(ev, p.evaluation.ks, hard)
     stage_metrics = {"rdn": read_json(RDN_REPORTS / "metrics.json"), "hdm": read_json(HDM_REPORTS / "metrics.json"),
                      "region": read_json(REGION_REPORTS / "metrics.json")}
-    cm = evs["merged_hdm"].confusion.numpy()
+    cm = cms["merged_hdm"].sum(0)
     with StageOutputs() as out:
         write_json(out(METRICS), metrics)
+        with atomic_path(out(CONFUSIONS)) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(fh, images=rep.df.image.to_numpy(str), **cms)
         write_table(table, csv=out(MERGED_REPORTS / "per_class_iou.csv"))
-        plot_grouped_iou(table, VARIANTS, out(MERGED_REPORTS / "per_class_iou.png"),
+        write_table(curve, csv=out(MERGED_REPORTS / "k_curve.csv"))
+        k_curve_figure(curve, p.merge.max_regions, out(MERGED_REPORTS / "k_curve.png"))
+        plot_grouped_iou(table, HEADLINE, out(MERGED_REPORTS / "per_class_iou.png"),
                          f"Per-class IoU on {where} (hard classes in red)", highlight=hard_info["names"])
         write_table(pd.DataFrame(cm, columns=CLASS_NAMES).assign(gt=CLASS_NAMES),
                     csv=out(MERGED_REPORTS / "confusion_hdm.csv"))
         confusion_figure(cm, out(MERGED_REPORTS / "confusion_hdm.png"))
-        save_grid(out(MERGED_REPORTS / "panel.png"), panel or [[np.zeros((8, 8, 3), np.uint8)]], height=160)
-        paper_tables(out(REPORTS / "README.md"), table, results, hard_info, metrics, stage_metrics, where, held_out)
-    log.info("mIoU: " + ", ".join(f"{v} {results[v]['mIoU']:.4f}" for v in VARIANTS))
+        save_grid(out(MERGED_REPORTS / "panel.png"), _panel(rep, ev, image_model, icfg, p, hard, region, rcfg, device))
+        paper_tables(out(REPORTS / "README.md"), table, metrics, curve, hard_info, stage_metrics, where, held_out,
+                     p.merge.max_regions)
+    log.info("mIoU: " + ", ".join(f"{v} {metrics[f'{v}.mIoU']}" for v in HEADLINE))
     return metrics
+
+
+def _k_curve(ev, ks, hard) -> pd.DataFrame:
+    """mIoU (all classes and hard classes) and coverage of the boxes where zooming helps, per
+    selector and regions per image."""
+    rows = []
+    for name in SELECTORS:
+        for k in ks:
+            iou = iou_from_confusion(ev.confusions[f"{name}@{k}"].sum(0))
+            hits = np.asarray(ev.hits[f"{name}.helpful@{k}"])
+            rows.append({"selector": name, "k": k, "mIoU": rounded(miou(iou)),
+                         "hard_mIoU": rounded(subset_miou(iou, hard)),
+                         "helpful_covered": rounded(hits[:, 0].sum() / max(hits[:, 1].sum(), 1))})
+    return pd.DataFrame(rows)
+
+
+def _panel(rep, ev, image_model, icfg, p, hard, region, rcfg, device) -> list:
+    """Image, labels, image level, merged (HDM) and the HDM boxes, for the first panel_images images."""
+    from nightlab.inference import image_probs, region_probs
+    from nightlab.merge import merge
+
+    rows = []
+    for i in range(min(p.merge.panel_images, len(rep))):
+        img, lab = rep.image(i), rep.label(i)
+        pred = image_probs(image_model, img, icfg["image_scale"], device, p.image_model.window).argmax(0).cpu()
+        boxes = ev.boxes["merged_hdm"][i]
+        rp = region_probs(region, img, boxes, CropRule.of(rcfg), device, p.merge.batch_size)
+        merged = merge(pred, zip(boxes, rp), hard)[0].byte().numpy()
+        rows.append([img, lab, pred.byte().numpy(), merged, draw_boxes(overlay(img, merged), boxes)])
+    return rows or [[np.zeros((8, 8, 3), np.uint8)]]
 
 
 if __name__ == "__main__":

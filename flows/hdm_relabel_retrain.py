@@ -2,12 +2,13 @@
 (supplement section A; docs/design.md 1.6).
 
 1. RDN proposals on every training image, scored by nightlab.hdm.score_proposals (one image-model
-   pass per image, proposal crops through the region model in batches).
-2. For each proposal: originally positive iff IoU >= hdm.match_iou with a ground-truth hard box;
-   crop IoU of the region and of the image prediction against the labels; v' and Y^P = Y x v'.
-   Every number is written to data/hdm_proposals.parquet.
-3. Fine-tune a copy of the RDN with the new labels: the kept positive proposals (Y^P = 1) become
-   the target boxes (docs/design.md 1.6 says why).
+   pass per image, proposal windows through the region model in batches): crop IoU of the image
+   level, the region model and their merge; v' by ``hdm.criterion``; Y^P = Y x v'. Every number is
+   written to data/hdm_proposals.parquet. The relabelling runs on images both models were trained
+   on (as the supplement does): their crop IoUs are optimistic for both levels alike.
+2. Fine-tune a copy of the RDN toward ``hdm.targets`` (nightlab.hdm.finetune_targets).
+3. Compare HDM with the RDN on the selection split: recall of the hard boxes at 10/50/100
+   proposals, and the crop-IoU gain of the top-10 proposals (negative when zooming hurts).
 Work runs in shards of images: Prefect tasks with persisted results keyed by a digest of the
 stage's inputs and the params, so a killed run resumes with the shards it finished.
 """
@@ -48,11 +49,12 @@ from nightlab.data.manifest import read_manifest
 from nightlab.device import pick_device
 from nightlab.evaluation import RECALL_KS, proposal_recall
 from nightlab.hard import read_hard_classes
-from nightlab.hdm import crop_gain, score_proposals
+from nightlab.hdm import crop_gain, finetune_targets, kept_gt_boxes, score_proposals
 from nightlab.inference import propose
 from nightlab.io import read_table, write_json, write_table
 from nightlab.models.rdn import load_rdn, rpn_loss
-from nightlab.models.store import load_seg_model, save_model
+from nightlab.models.store import load_image_model, load_seg_model, save_model
+from nightlab.regions import CropRule
 from nightlab.train import fit, seed_everything
 
 READS = (MANIFEST, PREPARED, BOXES, HARD_SET, IMAGE_MODEL, REGION_MODEL, RDN_MODEL)
@@ -63,17 +65,19 @@ SHARD = 16
 
 @task(persist_result=True, cache_key_fn=key_from_arg, task_run_name="relabel-{first}")
 @catch_user_errors
-def relabel_shard(key: str, first: int, last: int, train_rows, domains, hdm, device_name: str) -> pd.DataFrame:
+def relabel_shard(key: str, first: int, last: int, train_rows, domains, hdm, device_name: str,
+                  window=None) -> pd.DataFrame:
     device = pick_device(device_name)
     m = read_manifest(MANIFEST).select(train_rows, domains)
-    gt = boxes_for(read_table(BOXES), m, read_hard_classes(HARD_SET))
+    hard = read_hard_classes(HARD_SET)
+    gt = boxes_for(read_table(BOXES), m, hard)
     rdn, rcfg = load_rdn(RDN_MODEL, device)
-    image_model, icfg = load_seg_model(IMAGE_MODEL, device)
+    image_model, icfg = load_image_model(IMAGE_MODEL, device)
     region, gcfg = load_seg_model(REGION_MODEL, device)
     samples = list(range(first, last))
     props = propose(rdn, [m.image(s) for s in samples], rcfg["image_scale"], device, hdm.proposals_per_image)
-    return score_proposals(m, gt, props, image_model, region, icfg["image_scale"], gcfg["region_size"],
-                           hdm.match_iou, device, hdm.batch_size, samples)
+    return score_proposals(m, gt, props, image_model, region, icfg["image_scale"], CropRule.of(gcfg), hdm.match_iou,
+                           device, hdm.batch_size, samples, hard, hdm.criterion, window)
 
 
 @stage_flow("hdm_relabel_retrain")
@@ -84,55 +88,59 @@ def hdm_relabel_retrain(p) -> dict:
     full, boxes, hard = read_manifest(MANIFEST), read_table(BOXES), read_hard_classes(HARD_SET)
     domains = p.rdn.train.domains
     train = full.select(p.splits.train, domains)
+    train_gt = boxes_for(boxes, train, hard)
 
-    # stage_inputs hashes the manifest, boxes, hard classes and the three models (dvc.yaml deps).
-    base = digest(stage_inputs("hdm_relabel_retrain"), params_of(p, "seed", "device", "hdm", "splits.train"), domains)
+    # stage_inputs hashes the manifest, the boxes, the hard set and the three models (dvc.yaml deps).
+    window = p.image_model.window
+    base = digest(stage_inputs("hdm_relabel_retrain"),
+                  params_of(p, "seed", "device", "hdm", "splits.train", "image_model.window"), domains)
     t0 = time.perf_counter()
     futures = [relabel_shard.submit(digest(base, i), i, min(i + SHARD, len(train)), p.splits.train, domains, p.hdm,
-                                    p.device) for i in range(0, len(train), SHARD)]
+                                    p.device, window) for i in range(0, len(train), SHARD)]
     table = pd.concat(task_results(futures), ignore_index=True)
     seconds = time.perf_counter() - t0
-    out = StageOutputs()
-    with out:
+    positives, kept = int(table.orig_positive.sum()), int(table.new_label.sum())
+    kept_boxes = kept_gt_boxes(table, train_gt)
+    targets = finetune_targets(table, train_gt, p.hdm.targets)
+    log.info(f"{len(table)} proposals scored in {seconds:.1f} s ({p.hdm.criterion}); {kept}/{positives} positives "
+             f"kept; {len(kept_boxes)}/{len(train_gt)} hard boxes stay positive; {len(targets)} fine-tune targets "
+             f"({p.hdm.targets})")
+
+    rdn, rcfg = load_rdn(RDN_MODEL, device)
+    curve = pd.DataFrame(columns=["iter", "epoch", "loss", "lr", "it_per_s"])
+    if p.hdm.finetune_iters > 0:
+        ds = DetectionDataset(train, targets, rcfg["image_scale"], train=True, hflip=p.rdn.train.hflip, seed=p.seed,
+                              cache_mb=p.rdn.train.cache_mb)
+        tcfg = p.rdn.train.model_copy(update={"iters": p.hdm.finetune_iters, "lr": p.hdm.lr})
+        key = {"base": base, "ft": tcfg.model_dump(mode="json")}
+        curve = fit(rdn, ds, rpn_loss, tcfg, CKPT, p.seed, device, key, desc="hdm finetune",
+                    collate_fn=detection_collate, optimizer="sgd")
+
+    # HDM against the RDN it came from, on the selection split.
+    rdn_base, _ = load_rdn(RDN_MODEL, device)
+    rdn.eval()
+    sel = full.select(p.splits.select)
+    gt = boxes_for(boxes, sel, hard)
+    image_model, icfg = load_image_model(IMAGE_MODEL, device)
+    region, gcfg = load_seg_model(REGION_MODEL, device)
+    rule = CropRule.of(gcfg)
+    metrics = {"hdm.proposals": len(table), "hdm.positives": positives, "hdm.kept": kept,
+               "hdm.kept_share": round(kept / positives, 6) if positives else None,
+               "hdm.hard_boxes": len(train_gt), "hdm.hard_boxes_kept": len(kept_boxes),
+               "hdm.relabel_proposals_per_s": round(len(table) / seconds, 3) if seconds > 0 else None}
+    for name, model in (("rdn", rdn_base), ("hdm", rdn)):
+        for k, v in proposal_recall(model, sel, gt, rcfg["image_scale"], device).items():
+            metrics[f"hdm.val.{name}.recall_{k}"] = round(v, 6) if v == v else None
+        props = propose(model, (sel.image(i) for i in range(len(sel))), rcfg["image_scale"], device, RECALL_KS[0])
+        gain = crop_gain(sel, props, image_model, region, icfg["image_scale"], rule, device, p.hdm.batch_size, hard,
+                         p.hdm.criterion, window)
+        metrics[f"hdm.val.{name}.crop_gain_top{RECALL_KS[0]}"] = round(gain, 6) if gain == gain else None
+    gain_all = (table[f"iou_{p.hdm.criterion}"] - table.iou_image).mean() if len(table) else None
+    metrics["hdm.train.crop_gain_all"] = None if gain_all is None else round(float(gain_all), 6)
+    with StageOutputs() as out:
         write_table(table, parquet=out(HDM_PROPOSALS))
-        positives = int(table.orig_positive.sum())
-        kept = int(table.new_label.sum())
-        log.info(f"{len(table)} proposals scored in {seconds:.1f} s; {kept}/{positives} positives kept")
-
-        # Fine-tune a copy of the RDN on the kept positive proposals.
-        rdn, rcfg = load_rdn(RDN_MODEL, device)
-        targets = table[table.new_label == 1][["sample", "x0", "y0", "x1", "y1"]]
-        if p.hdm.finetune_iters > 0:
-            ds = DetectionDataset(train, targets, rcfg["image_scale"], train=True, hflip=p.rdn.train.hflip, seed=p.seed)
-            tcfg = p.rdn.train.model_copy(update={"iters": p.hdm.finetune_iters, "lr": p.hdm.lr})
-            key = {"base": base, "ft": tcfg.model_dump(mode="json")}
-            curve = fit(rdn, ds, rpn_loss, tcfg, CKPT, p.seed, device, key, desc="hdm finetune",
-                        collate_fn=detection_collate, optimizer="sgd")
-            write_table(curve, csv=out(HDM_REPORTS / "finetune_curve.csv"))
+        write_table(curve, csv=out(HDM_REPORTS / "finetune_curve.csv"))
         save_model(out(HDM_MODEL, directory=True), rdn, rcfg)
-
-        # Compare HDM with the RDN on the selection split.
-        rdn_base, _ = load_rdn(RDN_MODEL, device)
-        rdn.eval()
-        sel = full.select(p.splits.select)
-        gt = boxes_for(boxes, sel, hard)
-        image_model, icfg = load_seg_model(IMAGE_MODEL, device)
-        region, gcfg = load_seg_model(REGION_MODEL, device)
-        metrics = {"hdm.proposals": len(table), "hdm.positives": positives, "hdm.kept": kept,
-                   "hdm.kept_share": round(kept / positives, 6) if positives else None,
-                   "hdm.relabel_proposals_per_s": round(len(table) / seconds, 3) if seconds > 0 else None}
-        for name, model in (("rdn", rdn_base), ("hdm", rdn)):
-            for k, v in proposal_recall(model, sel, gt, rcfg["image_scale"], device).items():
-                metrics[f"hdm.val.{name}.recall_{k}"] = round(v, 6) if v == v else None
-            props = propose(model, [sel.image(i) for i in range(len(sel))], rcfg["image_scale"], device, RECALL_KS[0])
-            gain = crop_gain(sel, props, image_model, region, icfg["image_scale"], gcfg["region_size"], device,
-                             p.hdm.batch_size)
-            metrics[f"hdm.val.{name}.crop_gain_top{RECALL_KS[0]}"] = round(gain, 6) if gain == gain else None
-        kept_rows = table[table.new_label == 1]
-        gain_kept = (kept_rows.iou_region - kept_rows.iou_image).mean() if len(kept_rows) else None
-        gain_all = (table.iou_region - table.iou_image).mean() if len(table) else None
-        metrics["hdm.train.crop_gain_kept"] = None if gain_kept is None else round(float(gain_kept), 6)
-        metrics["hdm.train.crop_gain_all"] = None if gain_all is None else round(float(gain_all), 6)
         write_json(out(HDM_REPORTS / "metrics.json"), metrics)
     log.info(f"HDM metrics: {metrics}")
     return metrics

@@ -34,6 +34,7 @@ HDM_REPORTS = Path("reports/hdm")
 # evaluate_merged
 REPORTS = Path("reports")
 METRICS = REPORTS / "metrics.json"
+CONFUSIONS = Path("data/eval/confusions.npz")  # one confusion matrix per report image and variant
 MERGED_REPORTS = REPORTS / "merged"
 
 # Outside DVC's outs (DVC deletes outs before a stage runs; resuming needs these).

@@ -1,13 +1,28 @@
 """Stage train_image_model: the image-level model Φ^I on whole images at ``image_scale``
-(docs/design.md 1.1)."""
+(docs/design.md 1.1), or the user's own model (``image_model.external``), checked and written
+to the same place.
+
+The stage declares every ``image_model`` key except ``window`` (INFERENCE_ONLY): the sliding
+window changes how the model runs, never how it is trained, so it is read by the stages that run
+the image model and changing it retrains nothing.
+
+DVC cannot depend on a path that only params.yaml names when that path may be null (dvc.yaml
+templating of ``${image_model.external}`` fails on the null default), so the external file is not
+a DVC dependency: the stage reruns when the path changes (a declared param), not when the file's
+content changes at the same path (then run ``dvc repro -f train_image_model``). The md5 of the
+file is written into models/image/config.json, so the output, and every later stage, follows its
+content whenever the stage runs.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 from prefect import get_run_logger
 
 from flows.common import StageOutputs, params_of, stage_flow, stage_inputs, stage_main
 from flows.paths import CHECKPOINTS, IMAGE_MODEL, IMAGE_REPORTS, MANIFEST, PREPARED
+from nightlab.config import ImageModelConfig
 from nightlab.data.dataset import ImageDataset
 from nightlab.data.manifest import read_manifest
 from nightlab.device import pick_device
@@ -16,12 +31,17 @@ from nightlab.io import write_table
 from nightlab.labels import NUM_CLASSES
 from nightlab.models import build_seg_model
 from nightlab.models.loss import make_loss
-from nightlab.models.store import save_model, seg_config
+from nightlab.models.store import import_image_model, save_model, seg_config
 from nightlab.train import curve_drop, fit, seed_everything
 
 READS = (MANIFEST, PREPARED)
 WRITES = (IMAGE_MODEL, IMAGE_REPORTS / "train_curve.csv")
 CKPT = CHECKPOINTS / "image"
+CURVE_COLUMNS = ["iter", "epoch", "loss", "lr", "it_per_s"]
+INFERENCE_ONLY = ("window",)  # image_model keys this stage does not read (tests/test_dvc_yaml.py checks)
+# What training depends on: the checkpoint key (a resumed run must have trained with the same values).
+TRAINING_KEYS = tuple(f"image_model.{k}" for k in ImageModelConfig.model_fields
+                      if k not in (*INFERENCE_ONLY, "external"))
 
 
 def train(p, model_dir: Path, curve_csv: Path) -> dict:
@@ -31,9 +51,10 @@ def train(p, model_dir: Path, curve_csv: Path) -> dict:
     seed_everything(p.seed)
     device = setup(pick_device(p.device))
     m = read_manifest(MANIFEST).select(p.splits.train, cfg.train.domains)
-    ds = ImageDataset(m, cfg.image_scale, train=True, crop=cfg.train.crop, hflip=cfg.train.hflip, seed=p.seed)
+    ds = ImageDataset(m, cfg.image_scale, train=True, crop=cfg.train.crop, hflip=cfg.train.hflip, seed=p.seed,
+                      cache_mb=cfg.train.cache_mb)
     model = build_seg_model(cfg, NUM_CLASSES)
-    key = {**params_of(p, "seed", "splits.train", "image_model", "distributed"),
+    key = {**params_of(p, "seed", "splits.train", *TRAINING_KEYS, "distributed"),
            "inputs": stage_inputs("train_image_model")}
     curve = fit(model, ds, make_loss(cfg), cfg.train, CKPT, p.seed, device, key, desc="image model",
                 sync_bn=p.distributed.sync_bn)
@@ -44,10 +65,26 @@ def train(p, model_dir: Path, curve_csv: Path) -> dict:
             "drop": curve_drop(curve)}
 
 
+def use_external(p, log) -> dict:
+    """``image_model.external``: check the user's model and write it as models/image; no training
+    (the training curve is written empty)."""
+    cfg = p.image_model
+    device = pick_device(p.device)
+    log.info(f"image_model.external: using {cfg.external} at scale {cfg.image_scale} instead of training")
+    with StageOutputs() as staged:
+        config = import_image_model(cfg.external, staged(IMAGE_MODEL, directory=True), cfg.image_scale, device)
+        write_table(pd.DataFrame(columns=CURVE_COLUMNS), csv=staged(IMAGE_REPORTS / "train_curve.csv"))
+    log.info(f"{cfg.external}: {config['arch']} model checked on {device} and written to {IMAGE_MODEL} "
+             f"(md5 {', '.join(config['external']['md5'].values())})")
+    return {"external": cfg.external}
+
+
 @stage_flow("train_image_model")
 def train_image_model(p) -> dict:
     log = get_run_logger()
     cfg, d = p.image_model, p.distributed
+    if cfg.external:
+        return use_external(p, log)
     log.info(f"training {cfg.backbone} ({'+'.join(cfg.train.domains)}) at scale {cfg.image_scale} "
              f"on {d.nnodes} x {d.nproc_per_node} process(es)")
     with StageOutputs() as staged:
@@ -58,4 +95,4 @@ def train_image_model(p) -> dict:
 
 
 if __name__ == "__main__":
-    stage_main(train_image_model, "Train the image-level model.")
+    stage_main(train_image_model, "Train the image-level model (or check and use image_model.external).")

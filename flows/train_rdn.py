@@ -40,7 +40,8 @@ def train_rdn(p) -> dict:
     model = build_rdn(cfg, anchors)
     device = pick_device(p.device)
     log.info(f"RDN on {len(train)} images, {len(train_boxes)} hard boxes, anchors {anchors}")
-    ds = DetectionDataset(train, train_boxes, cfg.image_scale, train=True, hflip=cfg.train.hflip, seed=p.seed)
+    ds = DetectionDataset(train, train_boxes, cfg.image_scale, train=True, hflip=cfg.train.hflip, seed=p.seed,
+                          cache_mb=cfg.train.cache_mb)
     key = {**params_of(p, "seed", "splits.train", "rdn"), "hard": hard, "inputs": stage_inputs("train_rdn")}
     curve = fit(model, ds, rpn_loss, cfg.train, CKPT, p.seed, device, key, desc="rdn",
                 collate_fn=detection_collate, optimizer="sgd")

@@ -24,7 +24,8 @@ from nightlab.labels import CLASS_NAMES, NUM_CLASSES
 from nightlab.metrics import headline
 from nightlab.models import build_seg_model
 from nightlab.models.loss import make_loss
-from nightlab.models.store import load_seg_model, save_model, seg_config
+from nightlab.models.store import load_image_model, load_seg_model, save_model, seg_config
+from nightlab.regions import CropRule
 from nightlab.train import fit, seed_everything
 from nightlab.viz import plot_grouped_iou
 
@@ -47,8 +48,8 @@ def train(p, model_dir: Path, curve_csv: Path) -> dict:
     model = build_seg_model(cfg, NUM_CLASSES)
     curve = pd.DataFrame(columns=CURVE_COLUMNS)
     if len(train_boxes):
-        ds = RegionDataset(train_set, train_boxes, cfg.region_size, train=True, jitter=cfg.jitter,
-                           hflip=cfg.train.hflip, seed=p.seed)
+        ds = RegionDataset(train_set, train_boxes, CropRule.of(cfg), train=True, jitter=cfg.jitter,
+                           hflip=cfg.train.hflip, seed=p.seed, cache_mb=cfg.train.cache_mb)
         key = {**params_of(p, "seed", "splits.train", "region_model", "distributed"), "hard": hard,
                "inputs": stage_inputs("train_region_model")}
         curve = fit(model, ds, make_loss(cfg), cfg.train, CKPT, p.seed, device, key, desc="region model",
@@ -56,7 +57,7 @@ def train(p, model_dir: Path, curve_csv: Path) -> dict:
     if is_main():
         save_model(model_dir, model, seg_config(cfg))
         write_table(curve, csv=curve_csv)
-    return {"crops": len(train_boxes)}
+    return {"crops": len(ds) if len(train_boxes) else 0}
 
 
 @stage_flow("train_region_model")
@@ -64,7 +65,7 @@ def train_region_model(p) -> dict:
     log = get_run_logger()
     cfg = p.region_model
     hard = read_hard_classes(HARD_SET)
-    log.info(f"region model for hard classes {hard}, size {cfg.region_size}, "
+    log.info(f"region model for hard classes {hard}, {cfg.crop} windows of {cfg.region_size}, "
              f"{p.distributed.nnodes} x {p.distributed.nproc_per_node} process(es)")
     with StageOutputs() as out:
         model_dir = out(REGION_MODEL, directory=True)
@@ -72,7 +73,7 @@ def train_region_model(p) -> dict:
         if crops == 0:
             log.warning("no hard-class boxes to train on: saved the untrained region model (merging changes nothing)")
         else:
-            log.info(f"trained on {crops} crops")
+            log.info(f"trained on {crops} windows")
         return _evaluate(p, model_dir, hard, out, log)
 
 
@@ -82,11 +83,11 @@ def _evaluate(p, model_dir: Path, hard: list[int], out: StageOutputs, log) -> di
     full, boxes = read_manifest(MANIFEST), read_table(BOXES)
     device = pick_device(p.device)
     model, _ = load_seg_model(model_dir, device)  # what rank 0 saved: the same weights however it was trained
-    image_model, icfg = load_seg_model(IMAGE_MODEL, device)
+    image_model, icfg = load_image_model(IMAGE_MODEL, device)
     sel = full.select(p.splits.select)
     val_boxes = boxes_for(boxes, sel, hard)
-    res_r, res_i = evaluate_on_crops(model, image_model, sel, val_boxes, cfg.region_size, icfg["image_scale"],
-                                     device, p.merge.batch_size)
+    res_r, res_i = evaluate_on_crops(model, image_model, sel, val_boxes, CropRule.of(cfg), icfg["image_scale"],
+                                     device, p.merge.batch_size, p.image_model.window)
     table = pd.DataFrame({"class_name": CLASS_NAMES, "region": res_r["iou"], "image_on_crops": res_i["iou"]})
     write_table(table, csv=out(REGION_REPORTS / "crop_iou.csv"))
     plot_grouped_iou(table, ["image_on_crops", "region"], out(REGION_REPORTS / "crop_iou.png"),

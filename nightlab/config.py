@@ -14,7 +14,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -57,6 +58,26 @@ def _tuple(v):
 # YAML has lists, the config keeps tuples (immutable, hashable).
 Seq = Annotated[tuple, BeforeValidator(_tuple)]
 Names = Annotated[tuple[str, ...], BeforeValidator(_tuple)]
+
+
+PRETRAINED_HELP = ("null: from scratch; timm: timm's pretrained weights (fetched once into the Hugging Face cache, "
+                   "HF_HOME); or a local checkpoint file (.pt, .pth, .safetensors)")
+
+
+def _check_pretrained(value: str | None, info: ValidationInfo) -> str | None:
+    """null, a file path, or ``timm`` for a backbone that timm has weights for (checked before any stage runs)."""
+    if value is not None and not value.strip():
+        raise ValueError("must be null, timm or a checkpoint file path (got an empty string)")
+    backbone = info.data.get("backbone")  # validated before pretrained; absent if it was invalid
+    if value == "timm" and backbone:
+        from timm.models import get_pretrained_cfg
+
+        cfg = get_pretrained_cfg(backbone)
+        if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
+            arch = backbone.split(".")[0]
+            raise ValueError(f"timm has no pretrained weights for backbone {backbone!r} (timm.list_pretrained("
+                             f"'{arch}*') lists the tags that have them); use null or a local checkpoint file")
+    return value
 
 
 def _check_timm_name(name: str) -> str:
@@ -274,6 +295,8 @@ class TrainBase(_Strict):
     ckpt_every: int = Field(100, ge=1, description="checkpoint every N steps (resume after a kill)")
     log_every: int = Field(10, ge=1)
     workers: int = Field(0, ge=0, le=64, description="data-loader worker processes")
+    cache_mb: int = Field(512, ge=0, le=1_000_000, description="MiB of decoded frames kept per training process "
+                          "(the first loaded; the rest decoded on demand; shared by its workers); 0: decode on demand")
     domains: Annotated[tuple[Literal["day", "night"], ...], BeforeValidator(_tuple)] = Field(
         ("day", "night"), min_length=1, description="domains of the train rows used (the paper trains night with day)")
     hflip: bool = Field(True, description="random horizontal flips")
@@ -296,8 +319,9 @@ class RegionTrainConfig(TrainBase):
 
 
 class SegModelConfig(_Strict):
+    SECTION: ClassVar[str] = "seg_model"  # the params section, named in messages
     backbone: str = Field("resnet18", description="any timm model name (features_only)")
-    pretrained: str | None = Field(None, description="local checkpoint file for the backbone; null: from scratch")
+    pretrained: str | None = Field(None, description=PRETRAINED_HELP)
     decoder_channels: int = Field(64, ge=8, le=1024)
     light_adaptation: bool = Field(True, description="the light-adaptation module (docs/design.md 1.1)")
     night_aware_loss: bool = Field(True, description="exposure-weighted cross-entropy + light regulariser")
@@ -309,17 +333,53 @@ class SegModelConfig(_Strict):
     def _timm(cls, v: str) -> str:
         return _check_timm_name(v)
 
+    @field_validator("pretrained")
+    @classmethod
+    def _pretrained(cls, v, info: ValidationInfo):
+        return _check_pretrained(v, info)
+
 
 class ImageModelConfig(SegModelConfig):
     """The image-level model Φ^I (docs/design.md 1.1)."""
+    # external: a model directory saved by nightlab.models.store (model.pt + config.json) or a TorchScript file
+    # taking (N, 3, H, W) RGB in [0, 1] and returning (N, 19, H, W) logits in trainIds order; it runs at
+    # image_scale. window: tiles at stride half the window, logits averaged where they overlap
+    # (nightlab.inference.window_logits); read by every stage that runs the image model, never by training.
+    SECTION: ClassVar[str] = "image_model"
     image_scale: float = Field(0.5, gt=0.0, le=1.0, description="whole images are processed at this scale")
+    external: str | None = Field(
+        None, description="your own model instead of training one: a nightlab model directory or a TorchScript "
+        "file (README)")
+    window: Annotated[tuple[int, int], BeforeValidator(_tuple)] | None = Field(
+        None, description="[h, w] in model-input pixels: larger frames run as overlapping tiles; null: whole "
+        "frames")
     train: ImageTrainConfig = ImageTrainConfig()
+
+    @field_validator("external")
+    @classmethod
+    def _external_path(cls, v):
+        if v is not None and not v.strip():
+            raise ValueError("must be a path to a model file or directory, or null")
+        return v
+
+    @field_validator("window")
+    @classmethod
+    def _window_size(cls, v):
+        if v is not None and min(v) < 32:
+            raise ValueError("each side of the window must be at least 32 pixels")
+        return v
 
 
 class RegionModelConfig(SegModelConfig):
-    """The region-level model Φ^R (docs/design.md 1.5): same family as Φ^I, trained on zoomed crops."""
-    region_size: int = Field(64, ge=16, le=1024, description="every crop is resized to region_size x region_size")
-    jitter: float = Field(0.15, ge=0.0, le=1.0, description="random shift/scale of training crops, fraction of size")
+    """The region-level model Φ^R (docs/design.md 1.5): same family as Φ^I, trained on zoomed-in views."""
+    SECTION: ClassVar[str] = "region_model"
+    region_size: int = Field(64, ge=16, le=1024, description="model input: every view is resized to this square")
+    crop: Literal["zoom", "square"] = Field("zoom", description="zoom: a square view around the box, its aspect "
+                                            "kept, tiled when long (nightlab.regions); square: the box squashed")
+    max_zoom: float = Field(4.0, ge=1.0, le=16.0, description="a small box is magnified at most this much")
+    min_scale: float = Field(0.5, gt=0.0, le=1.0, description="a view is never seen below this scale of native "
+                             "pixels (>= image_model.image_scale): longer boxes are tiled")
+    jitter: float = Field(0.15, ge=0.0, le=1.0, description="random shift/scale of training views, fraction of size")
     train: RegionTrainConfig = RegionTrainConfig()
 
 
@@ -330,8 +390,9 @@ class HardClassesConfig(_Strict):
 
 class RdnConfig(_Strict):
     """The region detection network: torchvision's RPN on a timm backbone (docs/design.md 1.4)."""
+    SECTION: ClassVar[str] = "rdn"
     backbone: str = Field("resnet18", description="any timm model name with stride-8 features")
-    pretrained: str | None = Field(None, description="local checkpoint file for the backbone; null: from scratch")
+    pretrained: str | None = Field(None, description=PRETRAINED_HELP)
     fpn: bool = Field(False, description="true: strides 8 and 16 through torchvision's FeaturePyramidNetwork")
     anchor_sizes: Seq | Literal["auto"] = Field("auto", description="auto: spread over the hard boxes' sizes; "
                                                 "or a list of pixel sizes at image_scale")
@@ -348,6 +409,11 @@ class RdnConfig(_Strict):
     @classmethod
     def _timm(cls, v: str) -> str:
         return _check_timm_name(v)
+
+    @field_validator("pretrained")
+    @classmethod
+    def _pretrained(cls, v, info: ValidationInfo):
+        return _check_pretrained(v, info)
 
     @field_validator("anchor_sizes", "aspect_ratios")
     @classmethod
@@ -368,6 +434,12 @@ class HdmConfig(_Strict):
     proposals_per_image: int = Field(50, ge=1, le=2000, description="RDN proposals scored per training image")
     match_iou: float = Field(0.5, gt=0.0, le=1.0, description="a proposal is originally positive at this IoU "
                              "with a hard box")
+    criterion: Literal["merged", "region"] = Field(
+        "merged", description="eq. 1's comparison inside a proposal: merged (the merge of both levels there, what "
+        "inference does) or region (the region model alone) against the image level")
+    targets: Literal["boxes", "proposals"] = Field(
+        "boxes", description="what the fine-tune learns: boxes (the ground-truth hard boxes, minus those whose "
+        "proposals mostly lost) or proposals (the winning proposals' own boxes)")
     finetune_iters: int = Field(150, ge=0, description="fine-tuning steps (other settings from rdn.train)")
     lr: float = Field(0.005, gt=0.0, le=10.0, description="fine-tuning learning rate")
     batch_size: int = Field(32, ge=1, description="crops per region-model batch while scoring")
@@ -375,11 +447,28 @@ class HdmConfig(_Strict):
 
 class MergeConfig(_Strict):
     """Two-level inference (supplement section B, docs/design.md 1.7)."""
-    score_thresh: float = Field(0.5, ge=0.0, le=1.0, description="proposals with objectness >= this ...")
+    score_thresh: float = Field(0.0, ge=0.0, le=1.0, description="proposals with objectness >= this ...")
     nms_thresh: float = Field(0.5, gt=0.0, le=1.0, description="... after NMS at this IoU ...")
-    max_regions: int = Field(20, ge=0, le=1000, description="... at most this many per image")
+    max_regions: int = Field(10, ge=0, le=1000, description="... the top K per image (chosen on val)")
     batch_size: int = Field(32, ge=1, description="crops per region-model batch")
     panel_images: int = Field(4, ge=0, le=64, description="report images in the qualitative panel")
+
+
+class EvaluationConfig(_Strict):
+    """What evaluate_merged measures beside the headline (docs/design.md 1.8)."""
+    ks: Annotated[tuple[int, ...], BeforeValidator(_tuple)] = Field(
+        (5, 10, 20), min_length=1, description="regions per image for the equal-budget curves")
+    bootstrap: int = Field(1000, ge=100, le=100_000, description="paired per-image bootstrap resamples for CIs")
+    bootstrap_seed: int = Field(0, ge=0)
+    entropy_threshold: float = Field(0.5, ge=0.0, le=1.0, description="the uncertainty selector's boxes surround "
+                                     "pixels whose normalised entropy is above this (chosen on val)")
+
+    @field_validator("ks")
+    @classmethod
+    def _positive(cls, v):
+        if any(k < 1 for k in v) or len(set(v)) != len(v):
+            raise ValueError("must be distinct positive region counts")
+        return tuple(sorted(v))
 
 
 class DistributedConfig(_Strict):
@@ -419,8 +508,16 @@ class Params(_Strict):
     region_model: RegionModelConfig = RegionModelConfig()
     hdm: HdmConfig = HdmConfig()
     merge: MergeConfig = MergeConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     distributed: DistributedConfig = DistributedConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
+
+    @model_validator(mode="after")
+    def _regions_zoom_in(self):
+        if self.region_model.min_scale < self.image_model.image_scale:
+            raise ValueError(f"region_model.min_scale {self.region_model.min_scale} is below image_model.image_scale "
+                             f"{self.image_model.image_scale}: regions would be seen zoomed out")
+        return self
 
     @model_validator(mode="after")
     def _batches_split_across_ranks(self):
@@ -458,7 +555,7 @@ def _format_error(source: str, data: dict, err: ValidationError) -> str:
             msg = f"was removed: {why}" if why else "unknown key (a typo? see params.yaml for every key)"
         else:
             msg = e["msg"].replace("Value error, ", "")
-        line = f"  {key or '(top level)'} = {_at(data, loc)!r}: {msg}"
+        line = f"  {key} = {_at(data, loc)!r}: {msg}" if loc else f"  {msg}"  # a rule across sections: no one value
         if line not in seen:
             seen.add(line)
             lines.append(line)

@@ -1,23 +1,38 @@
-"""HDM: the hardness detection module's relabel rule (supplement section A, eq. 1-2; docs/design.md 1.6).
+"""HDM: the hardness detection module (supplement section A, eq. 1-2; docs/design.md 1.6).
 
-For RDN proposal j, compare the region model and the image model inside the box against the
-labels: ``v'_j = 1 iff IoU(P^R_j, Y_j) > IoU(P^I_j, Y_j)`` (strict, so a tie keeps the cheaper
-image-level prediction and the proposal becomes background). New labels ``Y^P = Y x v'``: a
-proposal that was positive stays positive only where zooming in helps.
+**Relabelling (eq. 1).** For RDN proposal j, compare two predictions inside the box against the
+labels: ``v'_j = 1 iff IoU(A_j, Y_j) > IoU(P^I_j, Y_j)`` (strict: a tie keeps the cheaper image
+level), where ``A_j`` is, by ``hdm.criterion``:
 
-Crop IoU (our definition): the mean over classes present in the crop's labels *or* prediction
-(ignore pixels excluded) of the per-class IoU inside the crop. Classes absent from both say
-nothing about the crop and are left out; a class predicted but absent from the labels counts as
-IoU 0, so hallucinations are punished. A crop with no valid label pixel has IoU NaN and is never
-kept.
+* ``region``: the region model's prediction P^R_j (the supplement's literal reading);
+* ``merged``: what the merge would make there: P^R_j where its argmax is a hard class, P^I_j
+  elsewhere. The merge never pastes the region model's other classes, so this asks the question
+  inference faces: would zooming in on this box help the final prediction?
+
+New labels ``Y^P = Y x v'``: a proposal that was positive (IoU >= ``hdm.match_iou`` with a hard
+box) stays positive only where zooming in helps.
+
+**Crop IoU** (our definition): the mean over the classes present in the crop's labels *or*
+prediction (ignore pixels excluded) of the per-class IoU inside the crop; a hallucinated class
+counts 0; a crop with no valid label pixel has IoU NaN and never wins.
+
+**Retraining (eq. 2), ``hdm.targets``.** torchvision's RPN labels anchors by their IoU with
+target boxes, so the new labels reach it through the targets of the fine-tune:
+
+* ``boxes`` (our choice): the targets are the ground-truth hard boxes, so objectness and box
+  regression keep learning the ground truth. Eq. 1 turns a box background when its scored
+  proposals mostly lost (wins < losses; a tie keeps it); a box that no proposal was scored
+  against stays positive (the detector must not learn to miss what the RDN missed).
+* ``proposals``: the winning proposals' own boxes are the targets (the per-proposal reading; the
+  detector then regresses toward its own earlier boxes).
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import torch
+from torchvision.ops import box_iou
 
-from nightlab.boxes import match_to_gt
 from nightlab.inference import image_probs, int_box, region_probs
 from nightlab.labels import IGNORE, NUM_CLASSES
 from nightlab.metrics import confusion_matrix
@@ -34,42 +49,92 @@ def crop_iou(pred: torch.Tensor, label: torch.Tensor, num_classes: int = NUM_CLA
     return float((tp[present] / (gt + pr - tp)[present]).mean())
 
 
-def relabel(orig_positive, iou_region, iou_image) -> tuple[np.ndarray, np.ndarray]:
+def merged_crop(image_pred: torch.Tensor, region_probs_: torch.Tensor, hard_ids) -> torch.Tensor:
+    """The merge inside one box: the region model's class where it is a hard class, else the image level's."""
+    region_pred = region_probs_.argmax(0)
+    hard = torch.as_tensor(list(hard_ids), dtype=torch.long, device=region_pred.device)
+    return torch.where(torch.isin(region_pred, hard), region_pred, image_pred.to(region_pred.device))
+
+
+def relabel(orig_positive, iou_candidate, iou_image) -> tuple[np.ndarray, np.ndarray]:
     """Eq. 1 and the new labels: returns (v', Y^P) as int arrays. NaN IoUs compare False."""
     orig = np.asarray(orig_positive, dtype=bool)
-    v = np.asarray(iou_region, dtype=float) > np.asarray(iou_image, dtype=float)
+    v = np.asarray(iou_candidate, dtype=float) > np.asarray(iou_image, dtype=float)
     return v.astype(np.int8), (orig & v).astype(np.int8)
 
 
-def score_proposals(manifest, gt_boxes, props, image_model, region, image_scale, region_size, match_iou,
-                    device, batch_size, samples) -> pd.DataFrame:
-    """Crop IoU of both models for each proposal of each sample, and its relabelling.
+def match(proposals, gt) -> tuple[np.ndarray, np.ndarray]:
+    """For each proposal: its best IoU with a ground-truth box and that box's index (-1 when none)."""
+    p = torch.tensor(np.asarray(proposals, float).reshape(-1, 4))
+    g = torch.tensor(np.asarray(gt, float).reshape(-1, 4))
+    if len(p) == 0 or len(g) == 0:
+        return np.zeros(len(p)), np.full(len(p), -1)
+    best, idx = box_iou(p, g).max(1)
+    return best.numpy(), idx.numpy()
 
-    ``props`` is one (boxes, scores) pair per sample (native pixels); ``gt_boxes`` the hard boxes
-    (``sample`` = row of ``manifest``). The image model runs once per image; the proposal crops go
-    through the region model in batches. One row per proposal.
-    """
+
+def score_proposals(manifest, gt_boxes, props, image_model, region, image_scale, rule, match_iou, device,
+                    batch_size, samples, hard_ids, criterion: str = "merged", window=None) -> pd.DataFrame:
+    """Crop IoU of the image level, the region model and their merge for each proposal, and its
+    relabelling by ``criterion``. ``props`` is one (boxes, scores) pair per sample (native pixels);
+    ``gt_boxes`` the hard boxes (``sample`` = row of ``manifest``). One row per proposal, with
+    ``gt_index`` the index of its best ground-truth box among the image's (-1: none). ``window``: the
+    image model's sliding window (nightlab.inference.window_logits)."""
+    if criterion not in ("merged", "region"):
+        raise ValueError(f"unknown HDM criterion {criterion!r}: merged or region")
     rows = []
     for s, (boxes, scores) in zip(samples, props):
         img, lab = manifest.image(s), torch.from_numpy(manifest.label(s))
         h, w = lab.shape
         gt = gt_boxes[gt_boxes["sample"] == s][["x0", "y0", "x1", "y1"]].to_numpy()
-        best, positive = match_to_gt(boxes, gt, match_iou)
-        full = image_probs(image_model, img, image_scale, device).argmax(0).cpu()
-        for j, (b, pr) in enumerate(zip(boxes, region_probs(region, img, boxes, region_size, device, batch_size))):
+        best, gt_idx = match(boxes, gt)
+        full = image_probs(image_model, img, image_scale, device, window).argmax(0).cpu()
+        for j, (b, pr) in enumerate(zip(boxes, region_probs(region, img, boxes, rule, device, batch_size))):
             x0, y0, x1, y1 = int_box(b, h, w)
-            y = lab[y0:y1, x0:x1]
+            y, pi = lab[y0:y1, x0:x1], full[y0:y1, x0:x1]
+            pr = pr.cpu()
             rows.append(dict(sample=int(s), rank=j, x0=b[0], y0=b[1], x1=b[2], y1=b[3], score=float(scores[j]),
-                             best_gt_iou=float(best[j]), orig_positive=bool(positive[j]),
-                             iou_region=crop_iou(pr.argmax(0).cpu(), y), iou_image=crop_iou(full[y0:y1, x0:x1], y)))
+                             best_gt_iou=float(best[j]), gt_index=int(gt_idx[j]) if best[j] > 0 else -1,
+                             orig_positive=bool(best[j] >= match_iou),
+                             iou_image=crop_iou(pi, y), iou_region=crop_iou(pr.argmax(0), y),
+                             iou_merged=crop_iou(merged_crop(pi, pr, hard_ids), y)))
     df = pd.DataFrame(rows)
     if len(df):
-        df["v"], df["new_label"] = relabel(df.orig_positive, df.iou_region, df.iou_image)
+        df["v"], df["new_label"] = relabel(df.orig_positive, df[f"iou_{criterion}"], df.iou_image)
     return df
 
 
-def crop_gain(manifest, props, image_model, region, image_scale, region_size, device, batch_size) -> float:
-    """Mean (region - image) crop IoU over the given proposals of every image of ``manifest``."""
+def kept_gt_boxes(table: pd.DataFrame, gt_boxes: pd.DataFrame) -> pd.DataFrame:
+    """The ground-truth hard boxes that stay positive under ``hdm.targets: boxes`` (see the module doc).
+
+    ``table`` is score_proposals' output for the same images (``gt_index`` indexes each image's boxes in
+    the order of ``gt_boxes``). Adds columns wins, losses (its originally positive proposals).
+    """
+    out = []
+    for s, g in gt_boxes.groupby("sample", sort=True):
+        g = g.reset_index(drop=True)
+        mine = table[(table["sample"] == s) & table.orig_positive]
+        wins = np.bincount(mine.gt_index[mine.v == 1], minlength=len(g))[: len(g)]
+        losses = np.bincount(mine.gt_index[mine.v == 0], minlength=len(g))[: len(g)]
+        out.append(g.assign(wins=wins, losses=losses)[wins >= losses])
+    cols = list(gt_boxes.columns) + ["wins", "losses"]
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=cols)
+
+
+def finetune_targets(table: pd.DataFrame, gt_boxes: pd.DataFrame, targets: str = "boxes") -> pd.DataFrame:
+    """Target boxes (sample, x0..y1) of the HDM fine-tune, by ``hdm.targets``."""
+    if targets == "boxes":
+        return kept_gt_boxes(table, gt_boxes)[["sample", "x0", "y0", "x1", "y1"]]
+    if targets == "proposals":
+        return table[table.new_label == 1][["sample", "x0", "y0", "x1", "y1"]]
+    raise ValueError(f"unknown HDM targets {targets!r}: boxes or proposals")
+
+
+def crop_gain(manifest, props, image_model, region, image_scale, rule, device, batch_size, hard_ids,
+              criterion: str = "merged", window=None) -> float:
+    """Mean (candidate - image) crop IoU over the given proposals of every image of ``manifest``,
+    the candidate being the merge or the region model (``criterion``). Negative when zooming hurts."""
     df = score_proposals(manifest, pd.DataFrame(columns=["sample", "x0", "y0", "x1", "y1"]), props, image_model,
-                         region, image_scale, region_size, 0.5, device, batch_size, list(range(len(manifest))))
-    return float((df.iou_region - df.iou_image).mean()) if len(df) else float("nan")
+                         region, image_scale, rule, 0.5, device, batch_size, list(range(len(manifest))), hard_ids,
+                         criterion, window)
+    return float((df[f"iou_{criterion}"] - df.iou_image).mean()) if len(df) else float("nan")

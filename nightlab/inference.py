@@ -1,53 +1,92 @@
 """Inference for both levels, shared by evaluation, HDM, merging and ``nightlab predict``.
 
-The image model runs once per image at ``image_scale`` and its probabilities are upsampled to
-native size; the region model runs on batches of crops, each zoomed to ``region_size``, and its
-probabilities are resized back to the crop's native box.
+The image model runs once per image at ``image_scale`` (or, with a ``window``, over overlapping
+tiles of the scaled image) and its probabilities are upsampled to native size; the region model
+runs on batches of views of the boxes (nightlab.regions: zoomed in, never out), and its
+probabilities are pasted back onto each box at native size.
 """
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nightlab.data.dataset import crop_resize, resize_pair, to_tensor
+from nightlab.data.dataset import resize_pair, to_tensor
+from nightlab.regions import CropRule, assemble, cut, int_box, paste, views
+
+
+def tile_starts(size: int, tile: int) -> list[int]:
+    """Start offsets of tiles of length ``tile`` (<= size) covering ``size``, at a stride of half the tile;
+    the last tile ends at the border."""
+    starts = list(range(0, size - tile + 1, max(1, tile // 2)))
+    if starts[-1] != size - tile:
+        starts.append(size - tile)
+    return starts
 
 
 @torch.inference_mode()
-def image_probs(model, image: np.ndarray, scale: float, device) -> torch.Tensor:
-    """Softmax of the image model at native size: (C, H, W) float on ``device``."""
+def window_logits(model, x: torch.Tensor, window: tuple[int, int] | None = None) -> torch.Tensor:
+    """Logits (N, C, H, W) of ``model`` on ``x`` (N, 3, H, W) as float32.
+
+    With ``window`` (h, w) and an input larger than it, the model runs on overlapping tiles of at most
+    that size (stride half the window, the last tile flush with the border), one tile at a time, and the
+    logits are averaged where tiles overlap. An input that fits the window is one whole pass.
+    """
+    height, width = x.shape[-2:]
+    th, tw = (height, width) if window is None else (min(int(window[0]), height), min(int(window[1]), width))
+    if (th, tw) == (height, width):
+        return model(x).float()
+    total = count = None
+    for y in tile_starts(height, th):
+        for x0 in tile_starts(width, tw):
+            logits = model(x[..., y:y + th, x0:x0 + tw]).float()
+            if total is None:
+                total = logits.new_zeros((*logits.shape[:2], height, width))
+                count = logits.new_zeros((1, 1, height, width))
+            total[..., y:y + th, x0:x0 + tw] += logits
+            count[..., y:y + th, x0:x0 + tw] += 1
+    return total / count
+
+
+@torch.inference_mode()
+def image_probs(model, image: np.ndarray, scale: float, device, window: tuple[int, int] | None = None
+                ) -> torch.Tensor:
+    """Softmax of the image model at native size: (C, H, W) float on ``device``.
+
+    ``window``: tile the scaled image (``image_model.window``, model-input pixels; see window_logits).
+    """
     h, w = image.shape[:2]
     small, _ = resize_pair(image, None, scale)
-    logits = model(to_tensor(small)[None].to(device))
+    logits = window_logits(model, to_tensor(small)[None].to(device), window)
     return F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)[0].softmax(0)
 
 
-def int_box(box, h: int, w: int) -> tuple[int, int, int, int]:
-    """A box in native pixels (floats) -> integer (x0, y0, x1, y1), clipped, at least 1 pixel."""
-    x0, y0 = int(np.clip(np.floor(box[0]), 0, w - 1)), int(np.clip(np.floor(box[1]), 0, h - 1))
-    x1, y1 = int(np.clip(np.ceil(box[2]), x0 + 1, w)), int(np.clip(np.ceil(box[3]), y0 + 1, h))
-    return x0, y0, x1, y1
-
-
 @torch.inference_mode()
-def region_probs(model, image: np.ndarray, boxes, size: int, device, batch_size: int = 32) -> list[torch.Tensor]:
-    """Softmax of the region model for each box, at the box's native size: list of (C, bh, bw)."""
+def region_probs(model, image: np.ndarray, boxes, rule: CropRule, device, batch_size: int = 32) -> list[torch.Tensor]:
+    """Softmax of the region model for each box, at the box's native size: list of (C, bh, bw).
+
+    Every view of every box (nightlab.regions) goes through the model in batches of ``batch_size``.
+    """
     h, w = image.shape[:2]
     img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
     boxes = [int_box(b, h, w) for b in np.asarray(boxes, dtype=float).reshape(-1, 4)]
-    out: list[torch.Tensor] = []
-    for i in range(0, len(boxes), batch_size):
-        chunk = boxes[i:i + batch_size]
-        crops = torch.stack([crop_resize(img, b, size) for b in chunk]).float().div_(255).to(device)
-        probs = model(crops).softmax(1)
-        for b, p in zip(chunk, probs):
-            out.append(F.interpolate(p[None], size=(b[3] - b[1], b[2] - b[0]), mode="bilinear", align_corners=False)[0])
-    return out
+    plans = [views(b, h, w, rule) for b in boxes]
+    flat = [(i, win) for i, wins in enumerate(plans) for win in wins]
+    pieces: list[list[torch.Tensor]] = [[] for _ in boxes]
+    for k in range(0, len(flat), batch_size):
+        chunk = flat[k:k + batch_size]
+        x = torch.stack([cut(img, win, rule.size) for _, win in chunk]).div_(255).to(device)
+        for (i, win), p in zip(chunk, model(x).softmax(1)):
+            pieces[i].append(paste(p, win))
+    return [assemble(pieces[i], plans[i], boxes[i]) for i in range(len(boxes))]
 
 
 @torch.inference_mode()
-def propose(rdn, images: list[np.ndarray], scale: float, device, top_n: int | None = None):
-    """RDN proposals for each image, in native pixels, sorted by objectness: [(boxes (K,4), scores (K,))]."""
+def propose(rdn, images: Iterable[np.ndarray], scale: float, device, top_n: int | None = None):
+    """RDN proposals for each image (any iterable: a generator keeps one decoded image in memory), in native
+    pixels, sorted by objectness: [(boxes (K,4), scores (K,))]."""
     out = []
     for image in images:
         small, _ = resize_pair(image, None, scale)

@@ -8,9 +8,7 @@ tensor operations; memory stays O(H x W) whatever the number of regions.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
-from torchvision.ops import nms
 
 from nightlab.inference import int_box
 
@@ -33,14 +31,4 @@ def merge(image_pred: torch.Tensor, regions, hard_ids) -> tuple[torch.Tensor, to
     return out, best >= 0
 
 
-def select_regions(boxes, scores, score_thresh: float, nms_thresh: float, max_regions: int) -> np.ndarray:
-    """Proposals over the score threshold, after NMS, at most ``max_regions`` (highest scores first)."""
-    b = torch.tensor(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
-    s = torch.tensor(np.asarray(scores, dtype=np.float64).reshape(-1))
-    keep = s >= score_thresh
-    b, s = b[keep], s[keep]
-    order = nms(b, s, nms_thresh)[:max_regions]
-    return b[order].numpy()
-
-
-__all__ = ["merge", "select_regions"]
+__all__ = ["merge"]

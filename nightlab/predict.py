@@ -1,6 +1,9 @@
-"""The full two-level model for inference: image model, HDM (or RDN) boxes, region model, merge."""
+"""The full two-level model for inference: image model, HDM (or RDN) boxes, region model, merge;
+and ``nightlab predict``'s files: which images a command line names and what is written for each."""
 from __future__ import annotations
 
+import glob
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,9 +12,17 @@ import torch
 
 from nightlab.hard import read_hard_classes
 from nightlab.inference import image_probs, propose, region_probs
-from nightlab.merge import merge, select_regions
+from nightlab.io import DataError
+from nightlab.merge import merge
 from nightlab.models.rdn import load_rdn
-from nightlab.models.store import load_seg_model
+from nightlab.models.store import load_image_model, load_seg_model
+from nightlab.regions import CropRule
+from nightlab.selectors import top_k
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# Per image: <stem>_<suffix>.png. labelIds is the Cityscapes benchmark server's format.
+OUTPUTS = ("labelIds", "trainIds", "color", "overlay")
+IMAGE_LEVEL_OUTPUTS = ("image_trainIds", "image_color")  # with --image-level: the image model alone
 
 
 @dataclass
@@ -23,70 +34,203 @@ class Prediction:
 
 class TwoLevel:
     def __init__(self, models: str | Path = "models", hard: str | Path = "reports/hard_classes.json",
-                 detector: str = "hdm", device="cpu", score_thresh=0.5, nms_thresh=0.5, max_regions=20,
-                 batch_size=32):
+                 detector: str = "hdm", device="cpu", score_thresh=0.0, nms_thresh=0.5, max_regions=10,
+                 batch_size=32, window: tuple[int, int] | None = None):
         models = Path(models)
         self.device = torch.device(device)
-        self.image_model, icfg = load_seg_model(models / "image", self.device)
+        self.image_model, icfg = load_image_model(models / "image", self.device)
         self.region_model, rcfg = load_seg_model(models / "region", self.device)
         self.detector, dcfg = load_rdn(models / detector, self.device)
-        self.image_scale, self.region_size = icfg["image_scale"], rcfg["region_size"]
+        self.image_scale, self.rule = icfg["image_scale"], CropRule.of(rcfg)
         self.det_scale = dcfg["image_scale"]
+        self.window = window
         self.hard = read_hard_classes(hard)
         self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
         self.max_regions, self.batch_size = max_regions, batch_size
 
     @classmethod
     def from_params(cls, merge, detector: str = "hdm", models="models", hard="reports/hard_classes.json",
-                    device="cpu") -> TwoLevel:
-        """With the merge settings of a MergeConfig (``params.merge``)."""
+                    device="cpu", window=None) -> TwoLevel:
+        """With the merge settings of a MergeConfig (``params.merge``) and the image model's sliding
+        window (``params.image_model.window``)."""
         return cls(models, hard, detector, device, merge.score_thresh, merge.nms_thresh, merge.max_regions,
-                   merge.batch_size)
+                   merge.batch_size, window)
 
     def regions(self, image: np.ndarray) -> np.ndarray:
         if not self.hard or self.max_regions == 0:
             return np.zeros((0, 4))
         (boxes, scores), = propose(self.detector, [image], self.det_scale, self.device)
-        return select_regions(boxes, scores, self.score_thresh, self.nms_thresh, self.max_regions)
+        return top_k(boxes, scores, self.max_regions, self.nms_thresh, self.score_thresh)
 
     def merge_with(self, image: np.ndarray, probs: torch.Tensor, boxes) -> torch.Tensor:
         pred = probs.argmax(0)
         if len(boxes) == 0 or not self.hard:
             return pred
-        rp = region_probs(self.region_model, image, boxes, self.region_size, self.device, self.batch_size)
+        rp = region_probs(self.region_model, image, boxes, self.rule, self.device, self.batch_size)
         return merge(pred, zip(boxes, rp), self.hard)[0]
 
     @torch.inference_mode()
     def __call__(self, image: np.ndarray) -> Prediction:
-        probs = image_probs(self.image_model, image, self.image_scale, self.device)
+        probs = image_probs(self.image_model, image, self.image_scale, self.device, self.window)
         boxes = self.regions(image)
         merged = self.merge_with(image, probs, boxes)
         return Prediction(probs.argmax(0).byte().cpu().numpy(), merged.byte().cpu().numpy(), boxes)
 
 
-def predict_files(paths, out_dir: str | Path, two_level: TwoLevel, log=print) -> list[tuple[str, str]]:
-    """Two-level prediction for each image file: ``<stem>_trainIds.png``, ``_color.png``, ``_overlay.png``.
+# ---------------------------------------------------------------------------- input files
 
-    An unreadable file is reported and skipped; returns the (path, problem) failures.
+def _is_pattern(text: str) -> bool:
+    return any(c in text for c in "*?[")
+
+
+def _pattern_base(pattern: str) -> Path:
+    """The folder a glob pattern starts from: its leading components without wildcards."""
+    parts = Path(pattern).parts
+    lead = []
+    for part in parts[:-1]:
+        if _is_pattern(part):
+            break
+        lead.append(part)
+    return Path(*lead) if lead else Path(".")
+
+
+def _hidden(rel: Path) -> bool:
+    return any(part.startswith(".") for part in rel.parts)
+
+
+def _under(path: Path, folder: Path | None) -> bool:
+    return folder is not None and path.resolve().is_relative_to(folder)
+
+
+def images_under(folder: Path, exclude: Path | None = None) -> list[Path]:
+    """Every png/jpg/jpeg file under ``folder`` (recursively, hidden ones left out), sorted."""
+    found = [f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
+             and not _hidden(f.relative_to(folder)) and not _under(f, exclude)]
+    return sorted(found)
+
+
+def _relative(path: Path, base: Path) -> Path:
+    rel = Path(os.path.relpath(path, base))
+    return rel if ".." not in rel.parts else Path(path.name)
+
+
+def expand_inputs(args, exclude: str | Path | None = None) -> list[tuple[Path, Path]]:
+    """The image files a command line names, each with its output path relative to the output folder
+    (without suffix): ``[(file, rel)]`` in the order given.
+
+    * a file: itself, ``rel`` = its stem (a missing or unreadable file is reported when it is read);
+    * a folder: every png/jpg/jpeg under it, recursively and sorted; ``rel`` mirrors its sub-folders;
+    * a glob pattern (``*``, ``?``, ``[``; ``**`` spans folders): its matches, sorted, with ``rel``
+      mirrored below the pattern's leading folder; a matched folder counts as a folder.
+
+    Files under ``exclude`` (the output folder) are left out of folders and patterns, so that a rerun
+    does not predict on its own outputs. A folder without images or a pattern matching no file is a
+    DataError naming it.
     """
-    from nightlab.io import DataError, read_image, write_image, write_label
-    from nightlab.labels import colorize
-    from nightlab.viz import draw_boxes, overlay
+    exclude = Path(exclude).resolve() if exclude is not None else None
+    out: list[tuple[Path, Path]] = []
+    for arg in map(str, args):
+        path = Path(arg)
+        if _is_pattern(arg) and not path.exists():
+            base, found = _pattern_base(arg), []
+            for match in sorted(glob.glob(arg, recursive=True)):
+                m = Path(match)
+                if m.is_dir():
+                    found += [(f, _relative(f, base)) for f in images_under(m, exclude)]
+                elif m.is_file() and not _under(m, exclude):
+                    found.append((m, _relative(m, base)))
+            if not found:
+                raise DataError(f"{arg}: the pattern matches no image file")
+            out += found
+        elif path.is_dir():
+            files = images_under(path, exclude)
+            if not files:
+                raise DataError(f"{arg}: no png/jpg/jpeg image in this folder or below")
+            out += [(f, f.relative_to(path)) for f in files]
+        else:
+            out.append((path, Path(path.name)))
+    return [(f, rel.parent / Path(rel.name).stem) for f, rel in out]
 
+
+@dataclass
+class PredictJob:
+    source: Path
+    outputs: dict[str, Path]  # output kind (OUTPUTS, IMAGE_LEVEL_OUTPUTS) -> file
+
+
+def plan_predictions(args, out_dir: str | Path, image_level: bool = False) -> list[PredictJob]:
+    """What ``nightlab predict`` will read and write (:func:`expand_inputs`), checked before anything is
+    written: two different inputs that would write the same file are a DataError naming both."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    kinds = OUTPUTS + (IMAGE_LEVEL_OUTPUTS if image_level else ())
+    jobs, owner, seen, clashes = [], {}, set(), {}
+    for src, rel in expand_inputs(args, exclude=out_dir):
+        key = (os.path.normcase(os.path.abspath(src)), rel)
+        if key in seen:  # the same file named twice for the same output: predicted once
+            continue
+        seen.add(key)
+        outputs = {k: out_dir / rel.parent / f"{rel.name}_{k}.png" for k in kinds}
+        for path in outputs.values():
+            first = owner.setdefault(os.path.normcase(os.path.normpath(path)), src)
+            if first != src:  # one line per pair of inputs, naming the first file they share
+                clashes.setdefault((first, src), f"  {first} and {src} both write {path}")
+        jobs.append(PredictJob(src, outputs))
+    if clashes:
+        clashes = list(clashes.values())
+        more = f"\n  ... and {len(clashes) - 10} more" if len(clashes) > 10 else ""
+        raise DataError("inputs would overwrite each other's outputs (nothing was written):\n"
+                        + "\n".join(clashes[:10]) + more + "\ngive such files from their folders (sub-folders "
+                        "are mirrored under --out) or predict them in separate runs")
+    return jobs
+
+
+def predict_files(jobs: list[PredictJob], two_level: TwoLevel, log=None, progress: bool = True
+                  ) -> list[tuple[str, str]]:
+    """Two-level prediction for each planned image (:func:`plan_predictions`), with a progress bar:
+    ``<stem>_labelIds.png`` (Cityscapes labelIds), ``_trainIds.png``, ``_color.png``, ``_overlay.png``
+    (with the regions drawn) and, when planned, the image level alone (``_image_trainIds.png``,
+    ``_image_color.png``). Every file is written under a temporary name and renamed when complete.
+
+    An unreadable file is reported (``log``, default: above the progress bar) and skipped; returns the
+    (path, problem) failures.
+    """
+    from tqdm import tqdm
+
+    from nightlab.io import read_image, write_image, write_label
+
+    log = log or tqdm.write
     failures = []
-    for path in paths:
+    bar = tqdm(jobs, desc="predict", unit="image", dynamic_ncols=True, disable=not progress)
+    for job in bar:
         try:
-            image = read_image(path)
+            image = read_image(job.source)
         except DataError as err:
-            failures.append((str(path), str(err)))
+            failures.append((str(job.source), str(err)))
             log(f"skipped: {err}")
             continue
         pred = two_level(image)
-        stem = Path(path).stem
-        write_label(out_dir / f"{stem}_trainIds.png", pred.merged)
-        write_image(out_dir / f"{stem}_color.png", colorize(pred.merged))
-        write_image(out_dir / f"{stem}_overlay.png", draw_boxes(overlay(image, pred.merged), pred.boxes))
-        log(f"{path}: {len(pred.boxes)} regions -> {out_dir / stem}_*.png")
+        for kind, path in job.outputs.items():
+            data = _rendered(kind, image, pred)
+            (write_label if data.ndim == 2 else write_image)(path, data)
+        bar.set_postfix(regions=len(pred.boxes))
     return failures
+
+
+def _rendered(kind: str, image: np.ndarray, pred: Prediction) -> np.ndarray:
+    """One output of :data:`OUTPUTS` or :data:`IMAGE_LEVEL_OUTPUTS`: a label map (H, W) or RGB (H, W, 3)."""
+    from nightlab.labels import colorize, train_ids_to_label_ids
+    from nightlab.viz import draw_boxes, overlay
+
+    if kind == "labelIds":
+        return train_ids_to_label_ids(pred.merged)
+    if kind == "trainIds":
+        return pred.merged
+    if kind == "color":
+        return colorize(pred.merged)
+    if kind == "overlay":
+        return draw_boxes(overlay(image, pred.merged), pred.boxes)
+    if kind == "image_trainIds":
+        return pred.image
+    if kind == "image_color":
+        return colorize(pred.image)
+    raise ValueError(f"unknown output kind {kind!r}")

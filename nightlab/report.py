@@ -13,7 +13,13 @@ ABBREV = {"road": "road", "sidewalk": "side.", "building": "build.", "wall": "wa
           "person": "pers.", "rider": "rider", "car": "car", "truck": "truck", "bus": "bus", "train": "train",
           "motorcycle": "motor.", "bicycle": "bic."}
 ROWS = {"image": "Image level Φ^I", "merged_rdn": "+ region level, RDN boxes",
-        "merged_hdm": "+ region level, HDM boxes (NightLab)", "merged_gt": "+ region level, ground-truth boxes (bound)"}
+        "merged_hdm": "+ region level, HDM boxes (NightLab)",
+        "merged_entropy": "+ region level, uncertain regions (training-free)",
+        "merged_gt": "+ region level, all ground-truth boxes (bound)"}
+SELECTOR_LABELS = {"rdn": "RDN", "hdm": "HDM (NightLab)", "entropy": "uncertainty (training-free)",
+                   "gt": "ground-truth boxes, smallest first"}
+CLAIM_LABELS = {"hdm_vs_image": "merged HDM - image level", "hdm_vs_rdn": "merged HDM - merged RDN (same K)",
+                "hdm_vs_entropy": "merged HDM - uncertainty selector (same K)"}
 
 
 def confusion_figure(cm: np.ndarray, path) -> None:
@@ -33,52 +39,104 @@ def _pct(v) -> str:
     return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{100 * v:.1f}"
 
 
-def paper_tables(path, table: pd.DataFrame, results: dict, hard_info: dict, metrics: dict, stage_metrics: dict,
-                 report_rows: str, held_out: bool) -> None:
-    """reports/README.md: the per-class table, the ablation and the detector comparison.
+def k_curve_figure(curve: pd.DataFrame, k: int, path) -> None:
+    """mIoU against regions per image, one line per selector (the equal-budget comparison)."""
+    fig, axes = new_figure(10, 3.6)
+    fig.clear()
+    axes = fig.subplots(1, 2)
+    for ax, col, title in ((axes[0], "mIoU", "all classes"), (axes[1], "hard_mIoU", "hard classes")):
+        for name, g in curve.groupby("selector", sort=False):
+            ax.plot(g.k, g[col] * 100, "o-", label=SELECTOR_LABELS.get(name, name))
+        ax.axvline(k, color="grey", lw=0.8, ls=":")
+        ax.set_xlabel("regions per image (K)")
+        ax.set_ylabel(f"mIoU (%), {title}")
+        ax.set_xticks(sorted(curve.k.unique()))
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Two-level mIoU at equal region budgets (dotted: the K the pipeline uses)")
+    save_fig(fig, path)
 
-    ``stage_metrics`` holds the rdn, hdm and region stages' metrics (dicts); ``report_rows`` names the
-    report split; ``held_out`` says whether it is disjoint from the selection split.
+
+def _ci(metrics: dict, name: str, prefix: str = "") -> str:
+    d, lo, hi = (metrics.get(f"{name}.{prefix}{k}") for k in ("diff", "ci_low", "ci_high"))
+    if d is None:
+        return "-"
+    verdict = "above 0" if lo is not None and lo > 0 else "below 0" if hi is not None and hi < 0 else "includes 0"
+    return f"{100 * d:+.1f} [{_pct(lo)}, {_pct(hi)}] ({verdict})"
+
+
+def paper_tables(path, table: pd.DataFrame, metrics: dict, curve: pd.DataFrame, hard_info: dict,
+                 stage_metrics: dict, report_rows: str, held_out: bool, k: int) -> None:
+    """reports/README.md: headline with intervals, per-class table, equal-budget curves, detectors.
+
+    ``stage_metrics`` holds the rdn, hdm and region stages' metrics; ``report_rows`` names the report
+    split; ``held_out`` says whether it is disjoint from the selection split.
     """
     hard = set(hard_info["names"])
-    head = [f"**{ABBREV[c]}**\\*" if c in hard else ABBREV[c] for c in table.class_name]
-    protocol = ("held out from the selection split" if held_out else
-                "the same rows the hard classes were selected on (not held out, as in the paper's Table 1)")
+    n = metrics.get("report.images")
+    protocol = ("held out: no image of it was used to choose anything" if held_out else
+                "**not held out**: the hard classes and settings were chosen on these same images (as the "
+                "paper's Table 1 does on NightCity+ val)")
     selected_on = ", ".join(hard_info.get("selected_on", [])) or "the selection split"
     lines = ["# Results", "",
-             f"Evaluated on `{report_rows}` ({protocol}) at native label resolution; IoU in %. Hard classes "
-             f"(IoU < {hard_info['threshold']} for the image model on `{selected_on}`), marked \\*: "
-             f"{', '.join(hard_info['names']) or 'none'}.", "",
-             "## Per-class IoU", "",
-             "| Method | " + " | ".join(head) + " | mIoU |", "|---|" + "---|" * (len(head) + 1)]
+             f"Report split `{report_rows}`, {n} images, {protocol}. Native label resolution; IoU in %. Hard classes "
+             f"(image-level IoU < {hard_info['threshold']} on `{selected_on}`): "
+             f"{', '.join(hard_info['names']) or 'none'}. Two-level variants merge the top K = {k} regions per image "
+             "of each selector.", "",
+             "## Headline", "",
+             "| Variant | mIoU | hard-class mIoU | regions / image |", "|---|---|---|---|"]
     for v, label in ROWS.items():
-        lines.append(f"| {label} | " + " | ".join(_pct(x) for x in table[v]) + f" | **{_pct(results[v]['mIoU'])}** |")
-    hard_rows = table[table.hard]
-    lines += ["", "## Ablation (mean IoU over all classes, and over the hard classes)", "",
-              "| Method | mIoU | hard-class mIoU | regions / image |", "|---|---|---|---|"]
+        lines.append(f"| {label} | {_pct(metrics.get(f'{v}.mIoU'))} | {_pct(metrics.get(f'{v}.hard_mIoU'))} | "
+                     f"{metrics.get(f'{v}.regions_per_image', '-')} |")
+    lines += ["", "Differences, with paired per-image bootstrap 95% intervals "
+              f"({stage_note(metrics)}; they cover the sampling of report images, not training noise: "
+              "see the seed study in [experiments](experiments/README.md)):", "",
+              "| Difference | mIoU | hard-class mIoU |", "|---|---|---|"]
+    for name, label in CLAIM_LABELS.items():
+        lines.append(f"| {label} | {_ci(metrics, name)} | {_ci(metrics, name, 'hard_')} |")
+    closed = metrics.get("merged_hdm.gap_closed")
+    lines += ["", f"Merged HDM closes {_pct(closed)}% of the gap between the image level and the ground-truth-box "
+              "bound." if closed is not None else ""]
+    head = [f"**{ABBREV[c]}**\\*" if c in hard else ABBREV[c] for c in table.class_name]
+    lines += ["", "## Per-class IoU (hard classes marked \\*)", "",
+              "| Method | " + " | ".join(head) + " | mIoU |", "|---|" + "---|" * (len(head) + 1)]
     for v, label in ROWS.items():
-        hm = float(np.nanmean(hard_rows[v])) if len(hard_rows) else float("nan")
-        per_image = metrics.get(f"{v}.regions_per_image", "-")
-        lines.append(f"| {label} | {_pct(results[v]['mIoU'])} | {_pct(hm)} | {per_image} |")
+        total = _pct(metrics.get(f"{v}.mIoU"))
+        lines.append(f"| {label} | " + " | ".join(_pct(x) for x in table[v]) + f" | **{total}** |")
+    lines += ["", "## Equal region budgets", "",
+              "Each selector's top K regions per image (detectors: after NMS, no score threshold). *Covered*: share "
+              "of the report split's hard boxes where zooming helps (eq. 1 on the ground-truth box) that one of the "
+              "K regions matches (IoU >= 0.5).", "",
+              "| Selector | K | mIoU | hard-class mIoU | covered |", "|---|---|---|---|---|"]
+    for r in curve.itertuples():
+        name = SELECTOR_LABELS.get(r.selector, r.selector)
+        lines.append(f"| {name} | {r.k} | {_pct(r.mIoU)} | {_pct(r.hard_mIoU)} | {_pct(r.helpful_covered)} |")
+    lines += ["", "![mIoU against regions per image](merged/k_curve.png)", ""]
     hdm, region = stage_metrics.get("hdm") or {}, stage_metrics.get("region") or {}
+    lines += ["## Region detection", "",
+              f"Recall of the report split's hard boxes (IoU >= 0.5) by the top 100 proposals: RDN "
+              f"{_pct(metrics.get('rdn.recall_100'))}%, HDM {_pct(metrics.get('hdm.recall_100'))}%."]
     if hdm:
-        lines += ["", "## Region detection: RDN vs HDM (hard ground-truth boxes, IoU >= 0.5)", "",
-                  "| Detector | recall@10 | recall@50 | recall@100 | crop-IoU gain of Φ^R over Φ^I, top-10 proposals |",
+        lines += ["", "On the selection split (where HDM's settings were chosen):", "",
+                  "| Detector | recall@10 | recall@50 | recall@100 | crop-IoU gain, top-10 proposals |",
                   "|---|---|---|---|---|"]
         for name in ("rdn", "hdm"):
-            r = [hdm.get(f"hdm.val.{name}.recall_{k}") for k in (10, 50, 100)]
+            r = [hdm.get(f"hdm.val.{name}.recall_{kk}") for kk in (10, 50, 100)]
             lines.append(f"| {name.upper()} | " + " | ".join(_pct(x) for x in r)
                          + f" | {_pct(hdm.get(f'hdm.val.{name}.crop_gain_top10'))} |")
         lines += ["", f"HDM kept {hdm.get('hdm.kept')} of {hdm.get('hdm.positives')} originally positive training "
-                  f"proposals ({_pct(hdm.get('hdm.kept_share'))}%); mean crop-IoU gain on kept proposals "
-                  f"{_pct(hdm.get('hdm.train.crop_gain_kept'))} vs {_pct(hdm.get('hdm.train.crop_gain_all'))} on all "
-                  f"RDN proposals. Relabel speed: {hdm.get('hdm.relabel_proposals_per_s')} proposals/s."]
+                  f"proposals ({_pct(hdm.get('hdm.kept_share'))}%); {hdm.get('hdm.hard_boxes_kept')} of "
+                  f"{hdm.get('hdm.hard_boxes')} training hard boxes stay positive. Mean crop-IoU gain over all RDN "
+                  f"proposals on the training images: {_pct(hdm.get('hdm.train.crop_gain_all'))}."]
     if region:
-        lines += ["", f"Inside hard-region crops: region model mIoU {_pct(region.get('region.crops.mIoU'))} vs image "
-                  f"model {_pct(region.get('image.crops.mIoU'))} on {region.get('region.crops.count')} crops "
-                  "([figure](region/crop_iou.png))."]
+        lines += ["", f"Inside the selection split's hard-box crops: region model mIoU "
+                  f"{_pct(region.get('region.crops.mIoU'))} vs image model {_pct(region.get('image.crops.mIoU'))} on "
+                  f"{region.get('region.crops.count')} crops ([figure](region/crop_iou.png))."]
     lines += ["", "## Figures", "", "![per-class IoU](merged/per_class_iou.png)", "",
               "Qualitative: image, labels, image level, merged (HDM), HDM boxes on the merged overlay.", "",
               "![panel](merged/panel.png)", "", "![confusion](merged/confusion_hdm.png)", ""]
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines))
+
+
+def stage_note(metrics: dict) -> str:
+    return f"{metrics.get('report.images')} images resampled"

@@ -90,46 +90,96 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from nightlab.config import ConfigError, load_params
     from nightlab.device import pick_device
     from nightlab.io import DataError
-    from nightlab.predict import TwoLevel, predict_files
+    from nightlab.predict import TwoLevel, plan_predictions, predict_files
 
     try:
+        jobs = plan_predictions(args.images, args.out, args.image_level)
+    except DataError as err:
+        return _fail(str(err))
+    try:
         params = load_params(args.params)
-        model = TwoLevel.from_params(params.merge, args.detector, args.models, args.hard, pick_device(args.device))
+        model = TwoLevel.from_params(params.merge, args.detector, args.models, args.hard, pick_device(args.device),
+                                     params.image_model.window)
     except (ConfigError, DataError) as err:
         return _fail(f"{err} (train the models first: make repro)")
-    failures = predict_files(args.images, args.out, model)
-    done = len(args.images) - len(failures)
-    print(f"{done} of {len(args.images)} images written to {args.out}")
+    failures = predict_files(jobs, model)
+    print(f"{len(jobs) - len(failures)} of {len(jobs)} images written to {args.out}")
     for _path, problem in failures:
         print(f"failed: {problem}", file=sys.stderr)
     return 1 if failures else 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from nightlab.export import export_model
+    from nightlab.export import ExportError, export_onnx, export_torchscript
     from nightlab.io import DataError, read_json
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    models, out = Path(args.models), Path(args.out)
+    formats = ("torchscript", "onnx") if args.format == "both" else (args.format,)
     try:
-        for name in ("image", "region"):
-            cfg = read_json(Path(args.models) / name / "config.json")
-            side = cfg.get("region_size")
-            hw = (side, side) if side else (args.height, args.width)
-            diff = export_model(Path(args.models) / name, out / f"{name}_model.torchscript.pt", hw)
-            print(f"{out / name}_model.torchscript.pt: max |exported - eager| = {diff:.2e}")
-    except (DataError, RuntimeError) as err:
+        for fmt in formats:
+            for name in ("image", "region", *([args.detector] if fmt == "onnx" else [])):
+                cfg = read_json(models / name / "config.json")
+                side = cfg.get("region_size")
+                hw = (side, side) if side else (args.height, args.width)
+                if fmt == "torchscript":
+                    path = out / f"{name}_model.torchscript.pt"
+                    diff, engine = export_torchscript(models / name, path, hw), "TorchScript"
+                else:
+                    path = out / f"{name}_{'network' if name == args.detector else 'model'}.onnx"
+                    diff, engine = export_onnx(models / name, path, hw), "onnxruntime"
+                print(f"{path}: max |{engine} - eager| = {diff:.2e}")
+    except DataError as err:
+        return _fail(f"{err} (train the models first: make repro, or point --models at them)")
+    except (ExportError, OSError) as err:  # OSError: an unwritable --out, a full disk
         return _fail(str(err))
+    if "onnx" in formats:
+        print(f"{args.detector}_network.onnx holds the backbone and RPN head; anchors, box decoding and NMS stay in "
+              "PyTorch (nightlab.models.rdn.RDN.proposals)")
     return 0
+
+
+PROVENANCE = "provenance.json"
+
+
+def _provenance() -> dict:
+    """Which committed run an experiment report belongs to: HEAD and the md5 of dvc.lock."""
+    import hashlib
+    import subprocess
+
+    rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or None
+    lock = Path("dvc.lock")
+    return {"git_rev": rev, "dvc_lock_md5": hashlib.md5(lock.read_bytes()).hexdigest() if lock.is_file() else None}
+
+
+def _report_status() -> int:
+    """Every experiment report under reports/ with its provenance: current, or STALE when dvc.lock
+    (the default run it was measured against) has changed since. Exit 1 when any is stale."""
+    import json
+
+    now = _provenance()["dvc_lock_md5"]
+    stale = 0
+    found = sorted(Path("reports").rglob(PROVENANCE))
+    for path in found:
+        prov = json.loads(path.read_text())
+        ok = prov.get("dvc_lock_md5") == now
+        stale += not ok
+        print(f"{'current' if ok else 'STALE  '}  {path.parent}  (made at {str(prov.get('git_rev'))[:10]}, "
+              f"dvc.lock {str(prov.get('dvc_lock_md5'))[:10]}; now {str(now)[:10]})")
+    if not found:
+        print("no experiment reports (reports/*/provenance.json) yet")
+    return 1 if stale else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     import json
     import subprocess
 
-    from nightlab.sweep import sweep_table, write_sweep_report
+    from nightlab.io import write_json
+    from nightlab.sweep import seeds_table, sweep_table, write_seeds_report, write_sweep_report
 
     _enter_project()
+    if args.kind == "status":
+        return _report_status()
     res = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True)
     if res.returncode != 0:
         return _fail(f"dvc exp show failed: {res.stderr.strip()}")
@@ -141,13 +191,81 @@ def cmd_report(args: argparse.Namespace) -> int:
         shown = subprocess.run(["git", "show", f"{rev}:reports/hard_classes.json"], capture_output=True, text=True)
         return json.loads(shown.stdout)["names"] if shown.returncode == 0 else None
 
-    table = sweep_table(json.loads(res.stdout or "[]"), hard_of)
+    exps = json.loads(res.stdout or "[]")
+    out = Path(args.out or ("reports/seeds" if args.kind == "seeds" else "reports/sweep"))
+    prov = _provenance()
+    if args.kind == "seeds":
+        table = seeds_table(exps)
+        if table.empty:
+            return _fail("no experiment with reports/metrics.json and a seed found; run "
+                         "dvc exp run -S seed=1,2 --queue && dvc queue start")
+        write_seeds_report(table, out / "seeds.md", prov)
+        write_json(out / PROVENANCE, prov)
+        print((out / "seeds.md").read_text())
+        return 0
+    table = sweep_table(exps, hard_of)
     if table.empty:
         return _fail("no experiment with reports/metrics.json and hard_classes.threshold found; run "
-                     "dvc exp run -S hard_classes.threshold=0.3,0.4,0.5,0.6 --queue && dvc queue start")
-    out = Path(args.out)
-    write_sweep_report(table, out / "threshold_sweep.md", out / "threshold_sweep.png")
+                     "dvc exp run -S hard_classes.threshold=0.3,0.4,0.5,0.6 -S 'splits.report=[*/val/night]' "
+                     "-S splits.report_on_select=true --queue && dvc queue start")
+    write_sweep_report(table, out / "threshold_sweep.md", out / "threshold_sweep.png", prov)
+    write_json(out / PROVENANCE, prov)
     print((out / "threshold_sweep.md").read_text())
+    return 0
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    import hashlib
+    import subprocess
+    import tempfile
+
+    from nightlab.config import load_params
+    from nightlab.confirm import fresh_test_split, hard_boxes
+    from nightlab.device import pick_device
+    from nightlab.evaluation import evaluate_two_level
+    from nightlab.headline import headline_metrics
+    from nightlab.io import read_json, write_json
+    from nightlab.models.rdn import load_rdn
+    from nightlab.models.store import load_image_model, load_seg_model
+    from nightlab.regions import CropRule
+
+    _enter_project()
+    p = load_params("params.yaml")
+    if p.data.kind != "synthetic":
+        return _fail("confirm generates a fresh test split, which needs data.kind: synthetic; with a real dataset, "
+                     "keep a split you never report on and name it in splits.report once, at the end")
+    if args.data_seed == p.data.seed:
+        return _fail(f"--data-seed {args.data_seed} is the seed the models were trained and chosen with (data.seed); "
+                     "pick one never used before")
+    for need in ("models/image", "models/region", "models/rdn", "models/hdm", "data/hard_set.json"):
+        if not Path(need).exists():
+            return _fail(f"{need}: not found; run dvc repro first")
+    scenes = args.scenes or p.data.synthetic.test
+    device = pick_device(p.device)
+    hard = read_json("data/hard_set.json")["ids"]
+    image_model, icfg = load_image_model("models/image", device)
+    region, rcfg = load_seg_model("models/region", device)
+    detectors = {name: (m, cfg["image_scale"]) for name, (m, cfg) in
+                 (("rdn", load_rdn("models/rdn", device)), ("hdm", load_rdn("models/hdm", device)))}
+    with tempfile.TemporaryDirectory(prefix="nightlab-confirm-") as tmp:
+        print(f"generating {scenes} test scenes with data seed {args.data_seed} ...", flush=True)
+        rep = fresh_test_split(tmp, p.data.synthetic, args.data_seed, scenes).select(p.splits.report)
+        print(f"evaluating on {len(rep)} images ({', '.join(map(str, p.splits.report))}) ...", flush=True)
+        ev = evaluate_two_level(rep, hard_boxes(rep, p.boxes, hard), image_model, icfg["image_scale"], region,
+                                CropRule.of(rcfg), detectors, hard, p.evaluation.ks, p.merge.max_regions,
+                                p.merge.nms_thresh, p.evaluation.entropy_threshold, p.boxes, p.hdm.criterion,
+                                device, p.merge.batch_size, p.image_model.window)
+    metrics = headline_metrics(ev, hard, p.evaluation.bootstrap, p.evaluation.bootstrap_seed)
+    rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or None
+    lock = hashlib.md5(Path("dvc.lock").read_bytes()).hexdigest() if Path("dvc.lock").is_file() else None
+    out = Path(args.out) / f"data_seed_{args.data_seed}.json"
+    write_json(out, {"data_seed": args.data_seed, "scenes": scenes, "report.images": len(rep),
+                     "split": [str(s) for s in p.splits.report], "git_rev": rev, "dvc_lock_md5": lock,
+                     "metrics": metrics})
+    for name in ("hdm_vs_image", "hdm_vs_rdn", "hdm_vs_entropy"):
+        print(f"{name}: {100 * metrics[name + '.diff']:+.2f} mIoU, 95% CI [{100 * metrics[name + '.ci_low']:+.2f}, "
+              f"{100 * metrics[name + '.ci_high']:+.2f}]")
+    print(f"written to {out}")
     return 0
 
 
@@ -196,23 +314,42 @@ COMMANDS: list[Command] = [
         _RETRIES,
     ]),
     Command("predict", "two-level prediction on image files (png/jpg, any size) with the trained models", cmd_predict, [
-        arg("images", nargs="+", help="image files"),
-        arg("--out", required=True, help="output directory: <stem>_trainIds.png, _color.png, _overlay.png"),
+        arg("images", nargs="+", help="image files, folders (every png/jpg/jpeg below, sub-folders mirrored under "
+            "--out) or quoted glob patterns ('night/**/*.png')"),
+        arg("--out", required=True, help="output directory: <stem>_labelIds.png (Cityscapes labelIds), "
+            "_trainIds.png, _color.png, _overlay.png"),
+        arg("--image-level", action="store_true", help="also write the image-level prediction: "
+            "<stem>_image_trainIds.png, _image_color.png"),
         arg("--models", default="models", help="directory with image/, region/, hdm/ (default: models)"),
         arg("--hard", default="reports/hard_classes.json", help="hard classes JSON (default: %(default)s)"),
         arg("--detector", default="hdm", choices=["hdm", "rdn"], help="region detector (default: hdm)"),
         arg("--device", default="auto", choices=["auto", "cpu", "cuda"]),
         _PARAMS,
     ]),
-    Command("export", "export the image and region models to TorchScript, checked against eager", cmd_export, [
-        arg("--models", default="models", help="directory with image/ and region/ (default: models)"),
+    Command("export", "export the trained models to TorchScript and/or ONNX, each checked against eager PyTorch",
+            cmd_export, [
+        arg("--models", default="models", help="directory with image/, region/ and the detector (default: models)"),
         arg("--out", default="export", help="output directory (default: export)"),
-        arg("--height", type=int, default=128, help="example input height for the image model"),
-        arg("--width", type=int, default=256, help="example input width for the image model"),
+        arg("--format", default="torchscript", choices=["torchscript", "onnx", "both"],
+            help="torchscript (default): the image and region models, traced; onnx: those and the detector's "
+                 "network part (backbone + RPN head: anchors, box decoding and NMS stay in PyTorch), with dynamic "
+                 "batch, height and width, checked with onnxruntime; both: the two"),
+        arg("--detector", default="hdm", choices=["hdm", "rdn"],
+            help="the detector whose network --format onnx exports (default: hdm, as predict uses)"),
+        arg("--height", type=int, default=128, help="example input height for the image model and detector"),
+        arg("--width", type=int, default=256, help="example input width for the image model and detector"),
     ]),
     Command("report", "build a report from DVC experiments", cmd_report, [
-        arg("kind", choices=["threshold-sweep"], help="threshold-sweep: supplement Table 1 for our data"),
-        arg("--out", default="reports/sweep", help="output directory (default: reports/sweep)"),
+        arg("kind", choices=["threshold-sweep", "seeds", "status"],
+            help="threshold-sweep: supplement Table 1 for our data; seeds: headline numbers over training seeds; "
+                 "status: whether each committed experiment report still matches dvc.lock"),
+        arg("--out", default=None, help="output directory (default: reports/sweep or reports/seeds)"),
+    ]),
+    Command("confirm", "evaluate the trained models on a fresh synthetic test split (a data seed never used)",
+            cmd_confirm, [
+        arg("--data-seed", type=int, required=True, help="the data seed of the fresh split (not data.seed)"),
+        arg("--scenes", type=int, default=None, help="scenes to generate (default: data.synthetic.test)"),
+        arg("--out", default="reports/confirm", help="output directory (default: %(default)s)"),
     ]),
     Command("bench", "run the benchmarks (benches/), writing benches/RESULTS.md", cmd_bench, [
         arg("--quick", action="store_true", help="tiny sizes: a smoke check"),

@@ -1,16 +1,26 @@
 """nightlab.data.dataset: whole-image, region-crop and detection datasets; paired augmentation."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from nightlab.boxes import scale_boxes
-from nightlab.data.dataset import DetectionDataset, ImageDataset, RegionDataset, crop_resize, detection_collate
+from nightlab.data.dataset import (
+    DetectionDataset,
+    FrameCache,
+    ImageDataset,
+    RegionDataset,
+    detection_collate,
+    nbytes,
+)
 from nightlab.data.manifest import Manifest
 from nightlab.io import write_image, write_label
 from nightlab.labels import CLASS_IDS, IGNORE
+from nightlab.regions import CropRule, View, cut
 
 ROAD, POLE, CAR = CLASS_IDS["road"], CLASS_IDS["pole"], CLASS_IDS["car"]
 H, W = 32, 64
@@ -137,7 +147,7 @@ def test_region_dataset_crops_are_square_and_match_the_labels(manifest):
     boxes = _boxes([(0, 40, 8, 48, 16),  # exactly the pole block
                     (0, 36, 8, 48, 16),  # 4 px of car then 8 px of pole: a 12 x 8 box
                     (1, 0, 0, 64, 32)])  # the whole (upside-down) second image
-    ds = RegionDataset(manifest, boxes, size=16, train=False)
+    ds = RegionDataset(manifest, boxes, CropRule(16, "square"), train=False)  # version 1's squashed crops
     assert len(ds) == 3
     x, y = ds[0]
     assert x.shape == (3, 16, 16) and y.shape == (16, 16) and y.dtype == torch.long
@@ -158,7 +168,7 @@ def test_region_dataset_crops_are_square_and_match_the_labels(manifest):
 
 def test_region_dataset_fractional_and_train_jitter(manifest):
     boxes = _boxes([(0, 39.6, 7.2, 48.4, 16.9), (0, 10, 0, 30, 20)])
-    ds = RegionDataset(manifest, boxes, size=24, train=True, jitter=0.3, seed=0)
+    ds = RegionDataset(manifest, boxes, CropRule(24, "zoom", 4.0, 0.5), train=True, jitter=0.3, seed=0)
     lab_vals = set(np.unique(_label()).tolist())
     for epoch in range(5):
         ds.set_epoch(epoch)
@@ -210,18 +220,114 @@ def test_detection_dataset_scales_and_flips_boxes_with_the_image(manifest):
     assert images.shape == (2, 3, H // 2, W // 2) and len(targets) == 2
 
 
-# ---------------------------------------------------------------- crop_resize
+# ---------------------------------------------------------------- the decoded-frame cache
 
-def test_crop_resize_mask_is_nearest():
+@pytest.mark.parametrize("policy", ["first", "lru"])
+def test_frame_cache_never_holds_more_than_its_bound(policy):
+    frame = 1000  # bytes per frame
+    cache = FrameCache(int(2.5 * frame), policy)  # room for two
+    loads = []
+
+    def load(k):
+        loads.append(k)
+        return np.full(frame, k % 256, np.uint8)
+
+    rng = np.random.default_rng(0)
+    for k in rng.integers(0, 6, 200).tolist():
+        assert int(cache.get(k, lambda k=k: load(k))[0]) == k % 256
+        assert cache.nbytes <= 2.5 * frame and len(cache) <= 2
+        assert cache.nbytes == len(cache) * frame
+    assert cache.hits + cache.misses == 200 and len(loads) == cache.misses
+    cache.clear()
+    for k in (0, 1, 0, 2):
+        cache.get(k, lambda k=k: load(k))
+    # first: the first two frames stay, 2 is decoded on demand; lru: 0 was used after 1, so 1 makes room for 2
+    assert (0 in cache, 1 in cache, 2 in cache) == ((True, True, False) if policy == "first" else (True, False, True))
+    # a frame larger than the whole bound is returned, never kept; a zero bound keeps nothing
+    big = cache.get("big", lambda: np.zeros(3 * frame, np.uint8))
+    assert big.nbytes == 3 * frame and "big" not in cache and cache.nbytes <= 2.5 * frame
+    off = FrameCache(0, policy)
+    assert off.get(1, lambda: load(1)) is not None and len(off) == 0 and off.nbytes == 0
+
+
+def test_a_first_frames_cache_serves_its_share_of_shuffled_epochs():
+    """Each epoch reads every frame once in a new order: keeping the first frames serves their share of
+    every later epoch, where least-recently-used eviction serves far fewer (the reason for the policy)."""
+    frames, room = 40, 10
+    rates = {}
+    for policy in ("first", "lru"):
+        cache = FrameCache(room, policy)
+        for epoch in range(21):
+            if epoch == 1:
+                cache.hits = 0
+            for k in np.random.default_rng(epoch).permutation(frames).tolist():
+                cache.get(k, lambda: np.zeros(1, np.uint8))
+        rates[policy] = cache.hits / (20 * frames)
+    assert rates["first"] == room / frames
+    assert rates["lru"] < 0.5 * rates["first"], rates
+
+
+def test_frame_cache_bound_is_shared_by_loader_workers(monkeypatch):
+    import nightlab.data.dataset as dataset
+
+    cache = FrameCache(1000)
+    assert cache.limit == 1000
+    monkeypatch.setattr(dataset, "get_worker_info", lambda: SimpleNamespace(num_workers=4))
+    assert cache.limit == 250
+    for k in range(10):
+        cache.get(k, lambda: np.zeros(100, np.uint8))
+        assert cache.nbytes <= 250
+
+
+def _datasets(manifest, cache_mb):
+    boxes = _boxes([(0, 40, 8, 48, 16), (1, 0, 0, 30, 20), (0, 10, 0, 30, 20), (1, 33.5, 2.2, 60.1, 30.8)])
+    return [ImageDataset(manifest, 0.5, train=True, crop=(12, 20), seed=3, cache_mb=cache_mb),
+            RegionDataset(manifest, boxes, CropRule(16, "zoom", 4.0, 0.5), train=True, jitter=0.2, seed=3,
+                          cache_mb=cache_mb),
+            DetectionDataset(manifest, boxes, 0.5, train=True, seed=3, cache_mb=cache_mb)]
+
+
+# MB of one decoded frame: image + labels at scale 0.5, native image + labels, image at scale 0.5
+FRAME_MB = [b / 2**20 for b in (H * W, H * W * 4, H * W * 3 / 4)]
+
+
+def _flat(item):
+    x, y = item
+    return [x, *(y.values() if isinstance(y, dict) else [y])]
+
+
+@pytest.mark.parametrize("kind", [0, 1, 2], ids=["image", "region", "detection"])
+def test_items_are_identical_with_and_without_the_cache(manifest, kind):
+    tight_mb = 1.5 * FRAME_MB[kind]  # room for one of the two frames
+    off, full, tight = (_datasets(manifest, mb)[kind] for mb in (0, 512, tight_mb))
+    for epoch in range(3):  # epochs 1 and 2 read cached frames
+        for ds in (off, full, tight):
+            ds.set_epoch(epoch)
+        for i in list(range(len(off))) + [0, len(off) - 1]:
+            a, b, c = _flat(off[i]), _flat(full[i]), _flat(tight[i])
+            assert all(torch.equal(u, v) and torch.equal(u, w) for u, v, w in zip(a, b, c)), (epoch, i)
+    assert len(off.cache) == 0 and off.cache.hits == 0
+    assert len(full.cache) == 2 and full.cache.misses == 2  # decoded once each
+    assert full.cache.nbytes == sum(nbytes(full.load(s)) for s in (0, 1)) == 2 * FRAME_MB[kind] * 2**20
+    assert len(tight.cache) == 1 and tight.cache.nbytes <= tight_mb * 2**20 and tight.cache.misses > 2
+
+
+# ---------------------------------------------------------------- regions.cut
+
+def _view(box) -> View:
+    return View(tuple(int(v) for v in box), tuple(float(v) for v in box))
+
+
+def test_cut_mask_is_nearest():
     g = np.random.default_rng(0)
     lab = torch.from_numpy(g.choice(np.array([0, 5, 13, IGNORE], np.uint8), size=(1, 30, 40)))
     for box, size in [((3.3, 2.7, 27.9, 21.2), 17), ((0, 0, 40, 30), 64), ((10, 10, 13, 12), 5)]:
-        out = crop_resize(lab, box, size, mask=True)
+        out = cut(lab, _view(box), size, mask=True)
         assert out.shape == (1, size, size) and out.dtype == torch.uint8
         assert set(out.unique().tolist()) <= {0, 5, 13, IGNORE}
     # an integer box at the output size is an exact cut
-    assert torch.equal(crop_resize(lab, (4, 6, 20, 22), 16, mask=True), lab[:, 6:22, 4:20])
+    assert torch.equal(cut(lab, _view((4, 6, 20, 22)), 16, mask=True), lab[:, 6:22, 4:20])
     # an image crop is interpolated (values between the inputs)
     img = lab.float()
-    out = crop_resize(img, (3.3, 2.7, 27.9, 21.2), 17)
+    out = cut(img, _view((3.3, 2.7, 27.9, 21.2)), 17)
     assert out.shape == (1, 17, 17)

@@ -125,6 +125,22 @@ def test_declared_params_exist(stage):
             node = getattr(node, part)
 
 
+def test_image_model_keys_split_between_training_and_inference():
+    """train_image_model declares every image_model key but the inference-only ones (the sliding window
+    never retrains), and every stage that runs the image model (reads models/image) declares those."""
+    from flows.paths import IMAGE_MODEL
+    from flows.train_image_model import INFERENCE_ONLY
+    from nightlab.config import ImageModelConfig
+
+    stages = _stages()
+    keys = {f"image_model.{k}" for k in ImageModelConfig.model_fields}
+    inference = {f"image_model.{k}" for k in INFERENCE_ONLY}
+    declared = {k for k in stages["train_image_model"]["params"] if k.startswith("image_model")}
+    assert declared == keys - inference
+    runners = [s for s in STAGES if IMAGE_MODEL in _flow_module(s).READS]
+    assert runners and all(inference <= set(stages[s].get("params", [])) for s in runners), runners
+
+
 def test_closure_sees_function_level_and_relative_imports(tmp_path):
     assert "nightlab/io.py" in import_closure("nightlab.data.manifest")
     assert "flows/common.py" in import_closure("flows.train_rdn")

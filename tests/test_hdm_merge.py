@@ -9,7 +9,8 @@ import torch
 
 from nightlab.hdm import crop_iou, relabel
 from nightlab.labels import IGNORE, NUM_CLASSES
-from nightlab.merge import merge, select_regions
+from nightlab.merge import merge
+from nightlab.selectors import top_k
 
 T = lambda rows: torch.tensor(rows, dtype=torch.long)  # noqa: E731
 
@@ -168,30 +169,30 @@ def test_merge_clips_boxes_at_the_borders():
     assert torch.equal(merged, expect)
 
 
-# ---------------------------------------------------------------- select_regions
+# ---------------------------------------------------------------- selectors.top_k
 
-def test_select_regions_score_threshold():
+def test_top_k_score_threshold():
     boxes = [[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]]
-    out = select_regions(boxes, [0.9, 0.3, 0.5], score_thresh=0.5, nms_thresh=0.5, max_regions=10)
+    out = top_k(boxes, [0.9, 0.3, 0.5], 10, nms_thresh=0.5, score_thresh=0.5)
     np.testing.assert_allclose(out, [[0, 0, 10, 10], [40, 40, 50, 50]])
 
 
-def test_select_regions_nms_and_order():
+def test_top_k_nms_and_order():
     boxes = [[0, 0, 10, 10],  # 0.6
              [1, 0, 11, 10],  # 0.95: overlaps box 0 with IoU 9/11 -> box 0 suppressed
              [30, 30, 40, 40],  # 0.7
              [60, 60, 70, 70]]  # 0.8
-    out = select_regions(boxes, [0.6, 0.95, 0.7, 0.8], score_thresh=0.0, nms_thresh=0.5, max_regions=10)
+    out = top_k(boxes, [0.6, 0.95, 0.7, 0.8], 10, nms_thresh=0.5)
     np.testing.assert_allclose(out, [[1, 0, 11, 10], [60, 60, 70, 70], [30, 30, 40, 40]])
     # a loose NMS keeps the overlapping box
-    out = select_regions(boxes, [0.6, 0.95, 0.7, 0.8], score_thresh=0.0, nms_thresh=0.9, max_regions=10)
+    out = top_k(boxes, [0.6, 0.95, 0.7, 0.8], 10, nms_thresh=0.9)
     assert len(out) == 4
 
 
-def test_select_regions_max_regions_keeps_the_highest_scores():
+def test_top_k_max_regions_keeps_the_highest_scores():
     boxes = [[i * 20, 0, i * 20 + 10, 10] for i in range(5)]
     scores = [0.1, 0.9, 0.5, 0.7, 0.3]
-    out = select_regions(boxes, scores, score_thresh=0.0, nms_thresh=0.5, max_regions=2)
+    out = top_k(boxes, scores, 2, nms_thresh=0.5)
     np.testing.assert_allclose(out, [[20, 0, 30, 10], [60, 0, 70, 10]])
-    assert select_regions(boxes, scores, 0.0, 0.5, max_regions=0).shape == (0, 4)
-    assert select_regions(np.zeros((0, 4)), [], 0.5, 0.5, 5).shape == (0, 4)
+    assert top_k(boxes, scores, 0, 0.5).shape == (0, 4)
+    assert top_k(np.zeros((0, 4)), [], 5, 0.5, 0.5).shape == (0, 4)

@@ -72,7 +72,7 @@ def _assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
         assert torch.equal(sa[k], sb[k]), k
 
 
-def _image_dataset(tmp_path: Path, seed: int = 0) -> ImageDataset:
+def _image_dataset(tmp_path: Path, seed: int = 0, cache_mb: float = 512) -> ImageDataset:
     root = make_dataset("cityscapes", tmp_path / "raw", splits=("train",), n=4, h=32, w=64)
     rows = []
     for i in range(4):
@@ -80,7 +80,7 @@ def _image_dataset(tmp_path: Path, seed: int = 0) -> ImageDataset:
         rows.append(dict(split="train", domain="night", image=p["image"], label=p["label"], instance=p["instance"],
                          height=32, width=64, source="cityscapes", encoding=ENCODING["cityscapes"]))
     m = Manifest(pd.DataFrame(rows), root)
-    return ImageDataset(m, scale=1.0, train=True, crop=(24, 48), hflip=True, seed=seed)
+    return ImageDataset(m, scale=1.0, train=True, crop=(24, 48), hflip=True, seed=seed, cache_mb=cache_mb)
 
 
 # ---------------------------------------------------------------- learning
@@ -150,6 +150,18 @@ def test_resume_with_the_image_dataset_augmentation(tmp_path):
     again, curve = _run(tmp_path / "resumed", _image_dataset(tmp_path / "c"), cfg)
     _assert_same_weights(full, again)
     assert curve.iter.max() == 5
+
+
+def test_the_frame_cache_does_not_change_training(tmp_path):
+    """Decoding on demand, a bounded cache and a cache of everything train the same weights, bit for bit."""
+    cfg = _cfg(iters=6, ckpt_every=100)  # 3 epochs of 2 batches: later epochs read cached frames
+    frame = 32 * 64 * 4 / 2**20
+    runs = {mb: _run(tmp_path / f"run{mb}", _image_dataset(tmp_path / f"data{mb}", cache_mb=mb), cfg)
+            for mb in (512, 0, 1.5 * frame)}
+    (full, curve), *others = runs.values()
+    for model, c in others:
+        _assert_same_weights(full, model)
+        assert c.loss.tolist() == curve.loss.tolist()
 
 
 def test_two_runs_with_the_same_seed_are_identical(tmp_path):

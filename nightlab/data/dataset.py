@@ -1,23 +1,41 @@
-"""Torch datasets: whole images at ``image_scale`` (image model) and zoomed box crops (region model).
+"""Torch datasets: whole images at ``image_scale`` (image model), zoomed box crops (region model)
+and whole images with their boxes (RDN).
 
-Both decode once and keep samples in memory as uint8 (the default data is small; a real
-dataset can turn ``cache`` off). Augmentation uses torchvision.transforms.v2 with
-``tv_tensors.Mask`` so flips and crops move image and labels together. Every sample's random
-draws are seeded by (seed, epoch, index), so a run is reproducible whatever the worker count and
-a resumed run sees exactly the batches the uninterrupted run would have seen.
+Decoded frames (uint8, after the dataset's resize) go through a :class:`FrameCache` bounded in
+bytes (``cache_mb`` of the train configs, in MiB). A dataset whose decoded frames fit in the
+bound is decoded once, as if everything were kept (the default data: 320 training frames of
+256x512 hold 40 MiB for the image model at scale 0.5, 30 MiB for the RDN and 160 MiB for the
+region model at native size, under the default 512). Of a larger one the cache keeps the first
+frames loaded, up to the bound, and the others are decoded each time they are read
+(least-recently-used eviction would serve far fewer reads in shuffled epochs: see FrameCache);
+``cache_mb: 0`` decodes every sample on demand. Memory therefore does not grow with the dataset.
+The cache holds decoded frames only, never augmented samples, and decoding is deterministic: a
+sample is the same array whether it came from the cache or from disk.
+
+With data-loader workers, each worker process has its own cache of ``cache_mb / workers``; the
+training loop starts new workers every epoch (persistent_workers=False), so their caches only
+help within an epoch (the region model's crops of one frame).
+
+Augmentation uses torchvision.transforms.v2 with ``tv_tensors.Mask`` so flips and crops move
+image and labels together. Every sample's random draws are seeded by (seed, epoch, index), so a
+run is reproducible whatever the worker count and a resumed run sees exactly the batches the
+uninterrupted run would have seen.
 """
 from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 from torchvision import tv_tensors
 from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as TF
 
 from nightlab.data.manifest import Manifest
 from nightlab.labels import IGNORE
+from nightlab.regions import CropRule, View, cut, views
 
 
 def resize_pair(img: np.ndarray, lab: np.ndarray | None, scale: float):
@@ -34,6 +52,80 @@ def resize_pair(img: np.ndarray, lab: np.ndarray | None, scale: float):
 def to_tensor(img: np.ndarray) -> torch.Tensor:
     """RGB uint8 (H, W, 3) -> float (3, H, W) in [0, 1]."""
     return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255)
+
+
+def nbytes(value) -> int:
+    """Bytes of the arrays and tensors in ``value`` (nested tuples/lists)."""
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, torch.Tensor):
+        return value.element_size() * value.numel()
+    if isinstance(value, (tuple, list)):
+        return sum(nbytes(v) for v in value)
+    return 0
+
+
+class FrameCache:
+    """Decoded frames by key, at most ``max_bytes`` in all.
+
+    ``policy="first"`` (what the datasets use) keeps the frames it loads first until the bound is
+    reached and never evicts: the others are decoded on demand. A training epoch visits every frame
+    once in a random order, so a cache holding a fraction f of the frames serves a fraction f of
+    each later epoch; least-recently-used eviction (``policy="lru"``) would serve about f squared
+    (it holds each epoch's last frames, and evicts them before the next epoch comes back to them)
+    for the same memory (benches/loading.py measures both). A frame larger than the whole bound is
+    returned but not kept. In a data-loader worker the bound is shared: each of the
+    ``num_workers`` processes keeps at most ``max_bytes / num_workers``.
+    """
+
+    def __init__(self, max_bytes: int, policy: str = "first"):
+        if policy not in ("first", "lru"):
+            raise ValueError(f"unknown cache policy {policy!r}: first or lru")
+        self.max_bytes, self.policy = int(max_bytes), policy
+        self._items: OrderedDict = OrderedDict()
+        self.nbytes = 0
+        self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key) -> bool:
+        return key in self._items
+
+    @property
+    def limit(self) -> int:
+        """The bound in this process."""
+        info = get_worker_info()
+        return self.max_bytes // info.num_workers if info is not None else self.max_bytes
+
+    def get(self, key, load: Callable):
+        """The frame under ``key``, from the cache or from ``load()`` (then kept if the policy and bound allow)."""
+        if key in self._items:
+            if self.policy == "lru":
+                self._items.move_to_end(key)
+            self.hits += 1
+            return self._items[key]
+        self.misses += 1
+        value = load()
+        size, limit = nbytes(value), self.limit
+        if self.policy == "lru" and size <= limit:
+            while self._items and self.nbytes + size > limit:
+                _, old = self._items.popitem(last=False)
+                self.nbytes -= nbytes(old)
+        if size > 0 and self.nbytes + size <= limit:
+            self._items[key] = value
+            self.nbytes += size
+        return value
+
+    def clear(self) -> None:
+        self._items.clear()
+        self.nbytes = 0
+
+
+def _cache_bytes(cache_mb: float) -> int:
+    if cache_mb < 0:
+        raise ValueError(f"cache_mb must be >= 0, got {cache_mb}")
+    return int(cache_mb * 2**20)
 
 
 class _Seeded(Dataset):
@@ -53,10 +145,13 @@ class _Seeded(Dataset):
 
 
 class ImageDataset(_Seeded):
-    """Whole images resized by ``scale``; returns (image float (3,h,w), trainIds long (h,w))."""
+    """Whole images resized by ``scale``; returns (image float (3,h,w), trainIds long (h,w)).
+
+    ``cache_mb``: bound of the decoded-frame cache (module docstring).
+    """
 
     def __init__(self, manifest: Manifest, scale: float, train: bool = False, crop=None, hflip: bool = True,
-                 seed: int = 0):
+                 seed: int = 0, cache_mb: float = 512):
         super().__init__(seed)
         self.m, self.scale, self.train = manifest, scale, train
         ops = []
@@ -67,15 +162,14 @@ class ImageDataset(_Seeded):
         if train:
             ops.append(v2.ColorJitter(brightness=0.2, contrast=0.2))
         self.tf = v2.Compose(ops) if ops else None
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.cache = FrameCache(_cache_bytes(cache_mb))
 
     def __len__(self) -> int:
         return len(self.m)
 
-    def load(self, i: int):
-        if i not in self._cache:
-            self._cache[i] = resize_pair(self.m.image(i), self.m.label(i), self.scale)
-        return self._cache[i]
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Image (h, w, 3) and trainIds (h, w) at ``scale``, uint8."""
+        return self.cache.get(i, lambda: resize_pair(self.m.image(i), self.m.label(i), self.scale))
 
     def __getitem__(self, i: int):
         img, lab = self.load(i)
@@ -85,57 +179,46 @@ class ImageDataset(_Seeded):
         return x.as_subclass(torch.Tensor), y.as_subclass(torch.Tensor)
 
 
-def jitter_box(box, jitter: float, gen: torch.Generator, h: int, w: int):
-    """Randomly shift and scale a box (x0, y0, x1, y1) by up to ``jitter`` of its size, then clip."""
-    x0, y0, x1, y1 = box
-    bw, bh = x1 - x0, y1 - y0
-    r = (torch.rand(4, generator=gen) * 2 - 1) * jitter
-    cx, cy = (x0 + x1) / 2 + r[0].item() * bw, (y0 + y1) / 2 + r[1].item() * bh
-    bw, bh = bw * (1 + r[2].item()), bh * (1 + r[3].item())
-    return (max(0.0, cx - bw / 2), max(0.0, cy - bh / 2), min(float(w), cx + bw / 2), min(float(h), cy + bh / 2))
-
-
-def crop_resize(img: torch.Tensor, box, size: int, mask: bool = False) -> torch.Tensor:
-    """Cut ``box`` (native pixels, x0 y0 x1 y1) out of a (C,H,W) tensor and resize it to size x size."""
-    x0, y0, x1, y1 = box
-    top, left = int(np.floor(y0)), int(np.floor(x0))
-    height, width = max(1, int(np.ceil(y1)) - top), max(1, int(np.ceil(x1)) - left)
-    mode = v2.InterpolationMode.NEAREST if mask else v2.InterpolationMode.BILINEAR
-    return TF.resized_crop(img, top, left, height, width, [size, size], interpolation=mode, antialias=not mask)
-
-
 class RegionDataset(_Seeded):
-    """Crops of context boxes from native-resolution images, resized to ``size`` (a zoom-in).
+    """Region-model training samples: each context box shown as nightlab.regions shows it at
+    inference (square views around the box or its tiles, zoomed in, never out), resized to
+    ``rule.size``. With ``train``, each view is jittered (shifted and scaled by up to ``jitter`` of
+    its side), flipped and colour-jittered, seeded by (seed, epoch, index).
 
-    ``boxes`` is a frame with columns sample (manifest row), x0, y0, x1, y1 in native pixels.
+    ``boxes`` is a frame with columns sample (manifest row), x0, y0, x1, y1 in native pixels; the
+    labels of the whole view (context included) are the target. ``cache_mb``: bound of the
+    decoded-frame cache (module docstring); frames are native size.
     """
 
-    def __init__(self, manifest: Manifest, boxes, size: int, train: bool = False, jitter: float = 0.0,
-                 hflip: bool = True, seed: int = 0):
+    def __init__(self, manifest: Manifest, boxes, rule: CropRule, train: bool = False, jitter: float = 0.0,
+                 hflip: bool = True, seed: int = 0, cache_mb: float = 512):
         super().__init__(seed)
-        self.m, self.size, self.train, self.jitter, self.hflip = manifest, size, train, jitter, hflip
-        self.boxes = boxes[["sample", "x0", "y0", "x1", "y1"]].to_numpy(dtype=np.float64)
-        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.m, self.rule, self.train, self.jitter, self.hflip = manifest, rule, train, jitter, hflip
+        rows = boxes[["sample", "x0", "y0", "x1", "y1"]].to_numpy(dtype=np.float64)
+        hw = list(zip(manifest.df.height.astype(int), manifest.df.width.astype(int)))
+        self.items = [(int(r[0]), win) for r in rows for win in views(r[1:], *hw[int(r[0])], rule)]
+        self.cache = FrameCache(_cache_bytes(cache_mb))
         self.color = v2.ColorJitter(brightness=0.2, contrast=0.2)
 
     def __len__(self) -> int:
-        return len(self.boxes)
+        return len(self.items)
 
-    def load(self, s: int):
-        if s not in self._cache:
-            img, lab = self.m.image(s), self.m.label(s)
-            self._cache[s] = (torch.from_numpy(img).permute(2, 0, 1).contiguous(), torch.from_numpy(lab)[None])
-        return self._cache[s]
+    def _decode(self, s: int) -> tuple[torch.Tensor, torch.Tensor]:
+        img, lab = self.m.image(s), self.m.label(s)
+        return torch.from_numpy(img).permute(2, 0, 1).contiguous(), torch.from_numpy(lab)[None]
+
+    def load(self, s: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image (3, H, W) and trainIds (1, H, W) of manifest row ``s`` at native size, uint8."""
+        return self.cache.get(s, lambda: self._decode(s))
 
     def __getitem__(self, i: int):
-        s, *box = self.boxes[i]
-        img, lab = self.load(int(s))
-        h, w = lab.shape[-2:]
+        s, win = self.items[i]
+        img, lab = self.load(s)
         if self.train:
             gen = self._generator(i)
-            box = jitter_box(box, self.jitter, gen, h, w)
-        x = crop_resize(img, box, self.size).float().div_(255)
-        y = crop_resize(lab, box, self.size, mask=True)[0].long()
+            win = jitter_view(win, self.jitter, gen)
+        x = cut(img, win, self.rule.size).div_(255)
+        y = cut(lab, win, self.rule.size, mask=True)[0].long()
         if self.train:
             if self.hflip and torch.rand(1, generator=gen).item() < 0.5:
                 x, y = x.flip(-1), y.flip(-1)
@@ -143,30 +226,40 @@ class RegionDataset(_Seeded):
         return x, y
 
 
+def jitter_view(win: View, jitter: float, gen: torch.Generator) -> View:
+    """Shift a view by up to ``jitter`` of its side and scale it by up to 1 +- ``jitter`` (it stays square)."""
+    x0, y0, x1, y1 = win.square
+    side = x1 - x0
+    r = (torch.rand(3, generator=gen) * 2 - 1) * jitter
+    cx, cy = (x0 + x1) / 2 + r[0].item() * side, (y0 + y1) / 2 + r[1].item() * side
+    side *= 1 + r[2].item()
+    return View(win.tile, (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2))
+
+
 class DetectionDataset(_Seeded):
     """Whole images at ``scale`` with their target boxes, for the RDN.
 
     ``boxes`` has columns sample, x0, y0, x1, y1 in native pixels; they are scaled with the image
     and flipped with it through ``tv_tensors.BoundingBoxes``. Returns (image, {"boxes": (K, 4)}).
+    ``cache_mb``: bound of the decoded-frame cache (module docstring).
     """
 
     def __init__(self, manifest: Manifest, boxes, scale: float, train: bool = False, hflip: bool = True,
-                 seed: int = 0):
+                 seed: int = 0, cache_mb: float = 512):
         super().__init__(seed)
         self.m, self.scale = manifest, scale
         self.samples = np.arange(len(manifest))
         grouped = {int(s): g[["x0", "y0", "x1", "y1"]].to_numpy(np.float32) for s, g in boxes.groupby("sample")}
         self.targets = [grouped.get(int(s), np.zeros((0, 4), np.float32)) * scale for s in self.samples]
         self.tf = v2.RandomHorizontalFlip() if train and hflip else None
-        self._cache: dict[int, np.ndarray] = {}
+        self.cache = FrameCache(_cache_bytes(cache_mb))
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def load(self, i: int) -> np.ndarray:
-        if i not in self._cache:
-            self._cache[i] = resize_pair(self.m.image(i), None, self.scale)[0]
-        return self._cache[i]
+        """Image (h, w, 3) at ``scale``, uint8."""
+        return self.cache.get(i, lambda: resize_pair(self.m.image(i), None, self.scale)[0])
 
     def __getitem__(self, i: int):
         img = to_tensor(self.load(i))

@@ -18,13 +18,14 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead, concat_box_prediction_layers
 from torchvision.ops import FeaturePyramidNetwork
 
-from nightlab.models.segnet import IMAGENET_MEAN, IMAGENET_STD, load_backbone_weights
+from nightlab.models.segnet import create_backbone, input_normalisation
 
 
 class RPNBackbone(nn.Module):
     """timm features at strides 8 and 16 (with an FPN) or stride 8 alone, as an OrderedDict."""
 
-    def __init__(self, name: str, fpn: bool, channels: int = 128, pretrained: str | None = None):
+    def __init__(self, name: str, fpn: bool, channels: int = 128, pretrained: str | None = None,
+                 option: str = "rdn.pretrained"):
         super().__init__()
         reductions = timm.create_model(name, pretrained=False, features_only=True).feature_info.reduction()
         want = [8, 16] if fpn else [8]
@@ -32,21 +33,25 @@ class RPNBackbone(nn.Module):
         if not picked:
             raise ValueError(f"backbone {name} has no stride-8 features (strides {reductions})")
         # timm builds only the blocks up to the last requested level: no compute past stride 16.
-        body = timm.create_model(name, pretrained=False, features_only=True, out_indices=picked)
+        body = create_backbone(name, pretrained, option, out_indices=picked)
         self.indices = list(range(len(picked)))
         self.body = body
-        if pretrained:
-            load_backbone_weights(self.body, pretrained)
         in_ch = [body.feature_info.channels()[i] for i in self.indices]
         self.fpn = FeaturePyramidNetwork(in_ch, channels) if fpn else None
         self.proj = None if fpn else nn.Conv2d(in_ch[0], channels, 1)
         self.out_channels = channels
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        mean, std = input_normalisation(body)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     @property
     def levels(self) -> int:
         return len(self.indices)
+
+    @property
+    def strides(self) -> list[int]:
+        """The stride of each output level (8, or 8 and 16)."""
+        return list(self.body.feature_info.reduction())
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         feats = self.body((x - self.mean) / self.std)
@@ -68,9 +73,10 @@ def auto_anchor_sizes(box_sides: np.ndarray, n: int = 4) -> tuple[int, ...]:
 class RDN(nn.Module):
     def __init__(self, backbone: str, anchor_sizes, aspect_ratios=(0.5, 1.0, 2.0), fpn: bool = False,
                  pre_nms_top_n: int = 600, post_nms_top_n: int = 100, nms_thresh: float = 0.7,
-                 fg_iou_thresh: float = 0.5, bg_iou_thresh: float = 0.3, pretrained: str | None = None):
+                 fg_iou_thresh: float = 0.5, bg_iou_thresh: float = 0.3, pretrained: str | None = None,
+                 option: str = "rdn.pretrained"):
         super().__init__()
-        self.backbone = RPNBackbone(backbone, fpn, pretrained=pretrained)
+        self.backbone = RPNBackbone(backbone, fpn, pretrained=pretrained, option=option)
         levels = self.backbone.levels
         sizes = tuple(int(s) for s in anchor_sizes)
         if levels == 1:
@@ -91,11 +97,22 @@ class RDN(nn.Module):
 
         Returns (boxes, scores, losses): per image, proposals sorted by objectness probability.
         """
+        objectness, deltas = self.network(images)
+        return self.proposals(images, objectness, deltas, targets)
+
+    def network(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Backbone and RPN head, the part exported to ONNX (nightlab.export): per level (strides
+        ``backbone.strides``), objectness logits (N, A, h, w) and box deltas (N, 4A, h, w), A anchors
+        per location."""
+        return self.rpn.head(list(self.backbone(images).values()))
+
+    def proposals(self, images: torch.Tensor, objectness: list[torch.Tensor], deltas: list[torch.Tensor],
+                  targets: list[dict] | None = None):
+        """Anchors, box decoding, top-n, clipping and NMS (torchvision) on :meth:`network`'s outputs, and
+        the losses with ``targets``: the rest of :meth:`forward`. Only the shape of ``images`` is read."""
         image_list = ImageList(images, [tuple(images.shape[-2:])] * images.shape[0])
-        features = self.backbone(images)
-        feats = list(features.values())
-        objectness, deltas = self.rpn.head(feats)
-        anchors = self.rpn.anchor_generator(image_list, feats)
+        # The generator reads each level's grid size from the maps it is given: the head keeps the features' size.
+        anchors = self.rpn.anchor_generator(image_list, objectness)
         num_images = len(anchors)
         per_level = [o[0].numel() for o in objectness]
         objectness, deltas = concat_box_prediction_layers(objectness, deltas)
@@ -112,7 +129,8 @@ class RDN(nn.Module):
 
 def build_rdn(cfg, anchor_sizes) -> RDN:
     return RDN(cfg.backbone, anchor_sizes, cfg.aspect_ratios, cfg.fpn, cfg.pre_nms_top_n, cfg.post_nms_top_n,
-               cfg.nms_thresh, cfg.fg_iou_thresh, cfg.bg_iou_thresh, cfg.pretrained)
+               cfg.nms_thresh, cfg.fg_iou_thresh, cfg.bg_iou_thresh, cfg.pretrained,
+               f"{getattr(cfg, 'SECTION', 'rdn')}.pretrained")
 
 
 def rdn_config(cfg, anchor_sizes) -> dict:

@@ -1,0 +1,102 @@
+"""ONNX Runtime vs PyTorch on the CPU: the image and region models' forward pass on the same inputs.
+
+The trained models of the inference benchmark (``--models DIR``, else the project's models/, else
+a tiny-profile ``dvc repro``) are exported with nightlab.export.export_onnx to a temporary
+directory, which checks them against eager PyTorch. Inputs are what two-level inference feeds the
+models: the image model gets each val image downscaled by ``image_scale``, one image per call; the
+region model gets the crops of the image's top ``merge.max_regions`` HDM proposals (by objectness,
+without the score threshold, so every image has crops), zoomed to ``region_size``, one batch per
+image. Only the forward pass is timed (logits from a tensor in memory), so both engines do the same
+work. Each round runs the four side by side on every image; per image the median over rounds, then
+the median over images. Both run on the CPU with the same number of intra-op threads, and
+onnxruntime's threads do not busy-wait after a run: on a machine with few cores they would hold the
+cores PyTorch's next run needs (2x its time measured on 2 cores).
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from benches.common import figure, temp_dir, timed
+from benches.inference import project_manifest, trained_project
+from nightlab.config import load_params
+from nightlab.data.dataset import crop_resize, resize_pair, to_tensor
+from nightlab.export import ONNX_OPSET, export_onnx, onnx_max_diff, ort_session
+from nightlab.inference import int_box, propose
+from nightlab.predict import TwoLevel
+
+ATOL = 1e-4
+
+
+def _crops(image: np.ndarray, boxes: np.ndarray, size: int) -> torch.Tensor:
+    """The region model's input batch, cut and zoomed as nightlab.inference.region_probs does."""
+    h, w = image.shape[:2]
+    img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    return torch.stack([crop_resize(img, int_box(b, h, w), size) for b in boxes]).float().div_(255)
+
+
+def run(quick: bool, models: str | None = None) -> dict:
+    proj, source = trained_project(models)
+    p = load_params(proj / "params.yaml")
+    sel = project_manifest(proj).select(p.splits.report)
+    two = TwoLevel.from_params(p.merge, "hdm", models=proj / "models", hard=proj / "reports/hard_classes.json",
+                               device="cpu")
+    n, repeat, k = min(len(sel), 5 if quick else 50), 3 if quick else 5, max(two.max_regions, 1)
+    images = [sel.image(i) for i in range(n)]
+    image_in = [to_tensor(resize_pair(img, None, two.image_scale)[0])[None] for img in images]
+    region_in = [_crops(img, propose(two.detector, [img], two.det_scale, "cpu", top_n=k)[0][0], two.region_size)
+                 for img in images]
+
+    threads = torch.get_num_threads()
+    out = temp_dir("onnx")
+    models_at = {"image": (two.image_model, image_in), "region": (two.region_model, region_in)}
+    sessions = {}
+    for name, (_, xs) in models_at.items():
+        export_onnx(proj / "models" / name, out / f"{name}.onnx", tuple(xs[0].shape[-2:]), ATOL)
+        sessions[name] = ort_session(out / f"{name}.onnx", threads, spin=False)
+
+    def on_torch(model, x):
+        with torch.inference_mode():
+            model(x)
+
+    def on_ort(session, x):
+        session.run(None, {"image": x.numpy()})
+
+    runs = {f"{name}_{engine}": (fn, net, xs) for name, (model, xs) in models_at.items()
+            for engine, fn, net in (("torch", on_torch, model), ("ort", on_ort, sessions[name]))}
+    for fn, net, xs in runs.values():  # warm-up
+        fn(net, xs[0])
+    times = {key: np.zeros((repeat, n)) for key in runs}
+    for r in range(repeat):
+        for i in range(n):
+            for key, (fn, net, xs) in runs.items():
+                times[key][r, i] = timed(lambda fn=fn, net=net, x=xs[i]: fn(net, x))
+    per = {key: np.median(t, 0) for key, t in times.items()}
+    ms = {key: float(np.median(v)) * 1e3 for key, v in per.items()}
+    diff = {name: max(onnx_max_diff(sessions[name], model, x) for x in xs) for name, (model, xs) in models_at.items()}
+
+    h, w = images[0].shape[:2]
+    hs, ws = image_in[0].shape[-2:]
+    crops = float(np.mean([len(x) for x in region_in]))
+    figures = []
+    for name, per_what in (("image", "per image"), ("region", f"per image ({crops:.1f} crops)")):
+        figures += [
+            figure(f"{name} model: ONNX Runtime / PyTorch time", ms[f"{name}_ort"] / ms[f"{name}_torch"], "x"),
+            figure(f"{name} model, PyTorch {per_what}", ms[f"{name}_torch"], "ms"),
+            figure(f"{name} model, ONNX Runtime {per_what}", ms[f"{name}_ort"], "ms"),
+            figure(f"{name} model: max abs(ONNX Runtime - PyTorch) logits", diff[name], "", f"<= {ATOL:g}",
+                   diff[name] <= ATOL),
+        ]
+    return {
+        "title": "ONNX Runtime vs PyTorch, image and region models on the CPU",
+        "setup": f"{source}; {n} {', '.join(map(str, p.splits.report))} images of {h}x{w}; image model on "
+                 f"{hs}x{ws} inputs (image_scale {two.image_scale}), one image per call; region model on the "
+                 f"top {k} HDM proposals per image as {two.region_size}x{two.region_size} crops, one batch "
+                 f"per image; forward pass only; both on the CPU with {threads} intra-op threads "
+                 f"(torch.get_num_threads()); onnxruntime {ort.__version__} CPUExecutionProvider, 1 inter-op "
+                 f"thread, no spinning between runs, default graph optimisations; ONNX opset {ONNX_OPSET}",
+        "repeat": repeat,
+        "figures": figures,
+        "raw": {f"{key}_s": v.tolist() for key, v in per.items()} | {"project": str(proj)},
+    }

@@ -1,0 +1,179 @@
+"""`nightlab predict`: which files a command line names (files, folders, glob patterns), where their
+outputs go (sub-folders mirrored, collisions refused before anything is written), and what is
+written (Cityscapes labelIds that decode back to the trainIds, --image-level files), on tiny
+random models saved with nightlab.models.store."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from cityscapesscripts.helpers.labels import id2label
+from conftest import ROOT
+
+from nightlab.config import RdnConfig
+from nightlab.inference import image_probs
+from nightlab.io import DataError, read_image, read_label
+from nightlab.labels import IGNORE, NUM_CLASSES, label_ids_to_train_ids
+from nightlab.models import SegModel
+from nightlab.models.rdn import RDN, rdn_config
+from nightlab.models.store import load_image_model, save_model
+from nightlab.predict import IMAGE_LEVEL_OUTPUTS, OUTPUTS, Prediction, expand_inputs, plan_predictions, predict_files
+from nightlab_cli.main import main
+
+SEG = {"arch": "seg", "backbone": "test_resnet", "decoder_channels": 8, "light_adaptation": True,
+       "num_classes": NUM_CLASSES}
+
+
+def _png(path: Path, h: int = 40, w: int = 56, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8))
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> Path:
+    """models/{image,region,hdm} (random weights) and a hard-classes file naming every class."""
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    save_model(root / "image", SegModel("test_resnet", NUM_CLASSES, 8).eval(), {**SEG, "image_scale": 0.5})
+    save_model(root / "region", SegModel("test_resnet", NUM_CLASSES, 8).eval(), {**SEG, "region_size": 32})
+    cfg = RdnConfig(backbone="test_resnet", image_scale=0.5, pre_nms_top_n=50, post_nms_top_n=10)
+    rdn = RDN(cfg.backbone, (8, 16), cfg.aspect_ratios, cfg.fpn, cfg.pre_nms_top_n, cfg.post_nms_top_n,
+              cfg.nms_thresh, cfg.fg_iou_thresh, cfg.bg_iou_thresh).eval()
+    save_model(root / "hdm", rdn, rdn_config(cfg, (8, 16)))
+    (root / "hard.json").write_text(json.dumps({"ids": list(range(NUM_CLASSES))}))
+    return root
+
+
+def _predict(models: Path, *args) -> int:
+    return main(["predict", *map(str, args), "--models", str(models), "--hard", str(models / "hard.json"),
+                 "--device", "cpu", "--params", str(ROOT / "params.yaml")])
+
+
+# ---------------------------------------------------------------- inputs
+
+@pytest.fixture
+def city_folder(tmp_path) -> Path:
+    """data/night/{aachen,bonn}/... with the same stem in two cities, a jpg, a non-image and a hidden file."""
+    root = tmp_path / "data" / "night"
+    for rel in ("bonn/b_1.png", "aachen/a_1.png", "aachen/x.png", "bonn/x.JPG", "bonn/deep/c_1.jpeg"):
+        _png(root / rel)
+    (root / "aachen" / "notes.txt").write_text("not an image")
+    _png(root / "aachen" / ".hidden.png")
+    return root
+
+
+def test_folder_expands_recursively_sorted_with_mirrored_relative_paths(city_folder):
+    got = [(f.relative_to(city_folder).as_posix(), rel.as_posix()) for f, rel in expand_inputs([city_folder])]
+    assert got == [("aachen/a_1.png", "aachen/a_1"), ("aachen/x.png", "aachen/x"), ("bonn/b_1.png", "bonn/b_1"),
+                   ("bonn/deep/c_1.jpeg", "bonn/deep/c_1"), ("bonn/x.JPG", "bonn/x")]
+
+
+def test_glob_patterns_expand_below_their_leading_folder(city_folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    got = [(f.as_posix(), rel.as_posix()) for f, rel in expand_inputs(["data/night/**/*.png"])]
+    assert got == [("data/night/aachen/a_1.png", "aachen/a_1"), ("data/night/aachen/x.png", "aachen/x"),
+                   ("data/night/bonn/b_1.png", "bonn/b_1")]
+    # One level of wildcard; a matched folder is expanded like a folder, below the pattern's base.
+    got = [rel.as_posix() for _, rel in expand_inputs(["data/night/*/x.*", "data/night/bo*"])]
+    assert got == ["aachen/x", "bonn/x", "bonn/b_1", "bonn/deep/c_1", "bonn/x"]
+    # A plain file keeps its stem only.
+    assert [rel.as_posix() for _, rel in expand_inputs(["data/night/bonn/b_1.png"])] == ["b_1"]
+
+
+def test_a_pattern_matching_nothing_or_an_empty_folder_is_an_error_naming_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=r"nothing/\*\*/\*\.png: the pattern matches no image file"):
+        expand_inputs(["nothing/**/*.png"])
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "sub" / "readme.txt").write_text("x")
+    with pytest.raises(DataError, match="empty: no png/jpg/jpeg image"):
+        expand_inputs(["empty"])
+
+
+def test_outputs_inside_the_input_folder_are_not_inputs(city_folder):
+    out = city_folder / "pred"
+    _png(out / "aachen" / "a_1_color.png")  # a previous run's output
+    plan = plan_predictions([city_folder], out)
+    assert all("pred" not in job.source.parts for job in plan) and len(plan) == 5
+
+
+def test_two_inputs_writing_the_same_file_are_refused_before_anything_is_written(city_folder, tmp_path, models):
+    a, b = city_folder / "aachen" / "x.png", city_folder / "bonn" / "x.JPG"
+    out = tmp_path / "pred"
+    with pytest.raises(DataError) as err:
+        plan_predictions([a, b], out)
+    msg = str(err.value)
+    assert str(out / "x_labelIds.png") in msg and str(a) in msg and str(b) in msg
+    # x.png's image-level outputs are x_image_*.png: the same names as x_image.png's two-level outputs.
+    x_image = _png(tmp_path / "other" / "x_image.png")
+    plan_predictions([a, x_image], out)  # without --image-level: no clash
+    with pytest.raises(DataError, match="x_image_trainIds.png"):
+        plan_predictions([a, x_image], out, image_level=True)
+    # Through the command: exit 2, one error block, nothing written.
+    assert _predict(models, a, b, "--out", out) == 2
+    assert not out.exists()
+    # From their folder the two are mirrored apart (a pattern mirrors below its own leading folder).
+    plan = plan_predictions([city_folder, city_folder / "aachen/**/x.png"], out)
+    assert sorted(str(j.outputs["trainIds"].relative_to(out)) for j in plan if j.source.stem == "x") == [
+        "aachen/x_trainIds.png", "bonn/x_trainIds.png", "x_trainIds.png"]
+    # The same file named twice for the same output is predicted once.
+    assert len(plan_predictions([city_folder, city_folder], out)) == 5
+
+
+# ---------------------------------------------------------------- outputs
+
+def test_predict_folder_mirrors_cities_and_writes_every_output(city_folder, tmp_path, models, capsys):
+    out = tmp_path / "pred"
+    assert _predict(models, city_folder, "--out", out, "--image-level") == 0
+    assert "5 of 5 images written" in capsys.readouterr().out
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    rels = ["aachen/a_1", "aachen/x", "bonn/b_1", "bonn/deep/c_1", "bonn/x"]
+    assert written == sorted(f"{r}_{k}.png" for r in rels for k in OUTPUTS + IMAGE_LEVEL_OUTPUTS)
+
+    image_model, icfg = load_image_model(models / "image")
+    for rel in rels:
+        train_ids = read_label(out / f"{rel}_trainIds.png")
+        assert train_ids.shape == (40, 56) and ((train_ids < NUM_CLASSES) | (train_ids == IGNORE)).all()
+        # labelIds decode back to the trainIds through cityscapesscripts' own table.
+        label_ids = read_label(out / f"{rel}_labelIds.png")
+        back = np.vectorize(lambda i: id2label[int(i)].trainId)(label_ids)
+        assert np.array_equal(np.where(back < 0, IGNORE, back), train_ids)
+        # The image-level file is the image model alone on the same image.
+        src = next(city_folder.glob(f"{rel}.*"))
+        expect = image_probs(image_model, read_image(src), icfg["image_scale"], "cpu").argmax(0).byte().numpy()
+        assert np.array_equal(read_label(out / f"{rel}_image_trainIds.png"), expect)
+        assert read_image(out / f"{rel}_image_color.png").shape == (40, 56, 3)
+        assert read_image(out / f"{rel}_overlay.png").shape == (40, 56, 3)
+
+
+def test_predict_glob_without_image_level_and_an_unreadable_file(city_folder, tmp_path, models, capsys):
+    (city_folder / "bonn" / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "pred"
+    assert _predict(models, str(city_folder / "bonn" / "**" / "*.png"), "--out", out) == 1  # one failed
+    captured = capsys.readouterr()
+    assert "1 of 2 images written" in captured.out and "broken.png" in captured.err
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert written == sorted(f"b_1_{k}.png" for k in OUTPUTS)
+    assert not list(out.rglob(".*"))  # no temporary left behind
+
+
+def test_every_train_id_round_trips_through_the_label_ids_file(tmp_path):
+    """All 19 classes and ignore: labelIds on disk -> cityscapesscripts' table -> the same trainIds."""
+    merged = np.array([list(range(NUM_CLASSES)) + [IGNORE]] * 3, dtype=np.uint8)
+    img = _png(tmp_path / "in.png", *merged.shape)
+
+    def fake(image):  # a stand-in for TwoLevel: any callable image -> Prediction
+        return Prediction(image=merged[::-1].copy(), merged=merged, boxes=np.zeros((0, 4)))
+
+    failures = predict_files(plan_predictions([img], tmp_path / "out", image_level=True), fake, progress=False)
+    assert failures == []
+    label_ids = read_label(tmp_path / "out" / "in_labelIds.png")
+    assert sorted(np.unique(label_ids)) == sorted({lab.id for lab in id2label.values() if 0 <= lab.trainId < 19} | {0})
+    assert np.array_equal(label_ids_to_train_ids(label_ids), merged)
+    assert all(id2label[int(i)].trainId == t for i, t in zip(label_ids[0], merged[0]) if t != IGNORE)
+    assert np.array_equal(read_label(tmp_path / "out" / "in_image_trainIds.png"), merged[::-1])
