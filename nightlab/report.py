@@ -89,7 +89,8 @@ def paper_tables(path, table: pd.DataFrame, metrics: dict, curve: pd.DataFrame, 
                      f"{metrics.get(f'{v}.regions_per_image', '-')} |")
     lines += ["", "Differences, with paired per-image bootstrap 95% intervals "
               f"({stage_note(metrics)}; they cover the sampling of report images, not training noise: "
-              "see the seed study in [experiments](experiments/README.md)):", "",
+              "see the seed study, [seeds/seeds.md](seeds/seeds.md), and what was chosen on val, "
+              "[decisions.md](decisions.md)):", "",
               "| Difference | mIoU | hard-class mIoU |", "|---|---|---|"]
     for name, label in CLAIM_LABELS.items():
         lines.append(f"| {label} | {_ci(metrics, name)} | {_ci(metrics, name, 'hard_')} |")
@@ -133,7 +134,14 @@ def paper_tables(path, table: pd.DataFrame, metrics: dict, curve: pd.DataFrame, 
                   f"{region.get('region.crops.count')} crops ([figure](region/crop_iou.png))."]
     lines += ["", "## Figures", "", "![per-class IoU](merged/per_class_iou.png)", "",
               "Qualitative: image, labels, image level, merged (HDM), HDM boxes on the merged overlay.", "",
-              "![panel](merged/panel.png)", "", "![confusion](merged/confusion_hdm.png)", ""]
+              "![panel](merged/panel.png)", "", "![confusion](merged/confusion_hdm.png)", "",
+              "## Experiments", "",
+              "Run as `dvc exp` against this run, each naming the revision and dvc.lock it was made from "
+              "(`nightlab report status` marks the stale ones): what was chosen on val and why, "
+              "[decisions.md](decisions.md); the threshold sweep (supplement Table 1), "
+              "[sweep/threshold_sweep.md](sweep/threshold_sweep.md); training seeds, [seeds/seeds.md](seeds/seeds.md); "
+              "light adaptation, night-aware loss and the full-resolution image model, "
+              "[ablations/ablations.md](ablations/ablations.md).", ""]
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines))
 

@@ -25,7 +25,9 @@ METRICS = "reports/metrics.json"
 
 
 def _records(node, out: list) -> None:
-    """Walk DVC's nested exp-show JSON and collect every revision's {name, params, metrics}."""
+    """Walk DVC's nested exp-show JSON and collect every revision's {name, params, metrics}. Metrics are
+    merged over every metrics file: reports/metrics.json (the headline) and each stage's own file, so an
+    experiment that stopped at an early stage still shows what that stage measured."""
     if isinstance(node, list):
         for n in node:
             _records(n, out)
@@ -33,12 +35,52 @@ def _records(node, out: list) -> None:
         data = node.get("data")
         if isinstance(data, dict) and "params" in data:
             params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
-            metrics = ((data.get("metrics") or {}).get(METRICS) or {}).get("data") or {}
+            files = data.get("metrics") or {}
+            headline = (files.get(METRICS) or {}).get("data") or {}
+            stage = {f: (v or {}).get("data") or {} for f, v in files.items() if f != METRICS}
             out.append({"name": node.get("name") or data.get("name") or node.get("rev") or data.get("rev"),
-                        "rev": node.get("rev") or data.get("rev"), "params": params, "metrics": metrics})
+                        "rev": node.get("rev") or data.get("rev"), "params": params, "metrics": headline,
+                        "stage_metrics": stage})
         for key in ("experiments", "revs"):
             if key in node and node[key]:
                 _records(node[key], out)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}: params compared key by key."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def _changed(params: dict, base: dict) -> dict:
+    """The params keys whose values differ from the baseline's, with this revision's values."""
+    a, b = _flat(params), _flat(base)
+    return {k: a.get(k) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def _baseline(recs: list[dict]) -> dict | None:
+    """The run the experiments are compared with: the workspace (dvc exp show lists it first)."""
+    for r in recs:
+        if r["name"] == "workspace":
+            return r
+    return recs[0] if recs else None
+
+
+def _variants(exp_show, allowed) -> list[dict]:
+    """Records that differ from the baseline only in keys ``allowed(key)`` accepts (the baseline included):
+    an experiment that also changed something else measures something else and is left out."""
+    recs = []
+    _records(exp_show, recs)
+    base = _baseline(recs)
+    if base is None:
+        return []
+    return [dict(r, changed=_changed(r["params"], base["params"])) for r in recs
+            if all(allowed(k) for k in _changed(r["params"], base["params"]))]
 
 
 def _report_split(params: dict) -> str:
@@ -48,13 +90,15 @@ def _report_split(params: dict) -> str:
     return report + (" (selection split)" if splits.get("report_on_select") else " (held out)")
 
 
+SWEEP_KEYS = ("hard_classes.threshold", "splits.report", "splits.report_on_select")
+
+
 def sweep_table(exp_show: list | dict, hard_of) -> pd.DataFrame:
-    """One row per threshold. ``hard_of(rev)`` gives the hard class names a revision selected (its
+    """One row per threshold and report split (the selection split, where the threshold is chosen, and
+    the held-out one). ``hard_of(rev)`` gives the hard class names a revision selected (its
     reports/hard_classes.json; ``rev`` is a commit, or "workspace")."""
-    recs = []
-    _records(exp_show, recs)
     rows = []
-    for r in recs:
+    for r in _variants(exp_show, lambda k: k in SWEEP_KEYS):
         m, thr = r["metrics"], (r["params"].get("hard_classes") or {}).get("threshold")
         if thr is None or "merged_hdm.mIoU" not in m:
             continue
@@ -62,11 +106,13 @@ def sweep_table(exp_show: list | dict, hard_of) -> pd.DataFrame:
         hard = [c for c in CLASS_NAMES if c in hard]  # in class order
         rows.append({"experiment": r["name"], "threshold": float(thr), "hard classes": hard,
                      "mIoU image": m.get("image.mIoU"), "mIoU merged (HDM)": m.get("merged_hdm.mIoU"),
-                     "report split": _report_split(r["params"])})
+                     "report split": _report_split(r["params"]),
+                     "selection": bool((r["params"].get("splits") or {}).get("report_on_select"))})
     df = pd.DataFrame(rows, columns=["experiment", "threshold", "hard classes", "mIoU image", "mIoU merged (HDM)",
-                                     "report split"])
-    # One row per threshold: the workspace and an experiment with the same params are the same run.
-    return df.drop_duplicates(subset=["threshold", "mIoU merged (HDM)"]).sort_values("threshold").reset_index(drop=True)
+                                     "report split", "selection"])
+    # One row per threshold and split: the workspace and an experiment with the same params are the same run.
+    return (df.drop_duplicates(subset=["threshold", "report split", "mIoU merged (HDM)"])
+            .sort_values(["threshold", "selection"]).reset_index(drop=True))
 
 
 def provenance_line(prov: dict | None) -> list[str]:
@@ -79,29 +125,47 @@ def provenance_line(prov: dict | None) -> list[str]:
 
 def write_sweep_report(table: pd.DataFrame, md_path: str | Path, png_path: str | Path,
                        provenance: dict | None = None) -> None:
-    best = table["mIoU merged (HDM)"].idxmax() if len(table) else None
-    splits = sorted(set(table["report split"])) if len(table) else []
+    """Per threshold: its hard set, NightLab's mIoU on the selection split (where the threshold is
+    chosen: the best one is marked) and on the held-out split (reported, never chosen from)."""
+    sel, held = table[table.selection], table[~table.selection]
+    split_of = lambda t: sorted(set(t["report split"]))[0] if len(t) else None  # noqa: E731
     lines = ["# Hard-class threshold sweep", "", *provenance_line(provenance),
-             "Our data's version of the supplement's Table 1: hard classes selected at each threshold and the "
-             f"mIoU (%) of NightLab (merged with HDM boxes) on {' and '.join(splits) or 'the report split'}.", ""]
-    if any(sp.endswith("(held out)") for sp in splits):
+             "Our data's version of the supplement's Table 1: the hard classes selected at each threshold and "
+             "the mIoU (%) of NightLab (merged with HDM boxes). The threshold is chosen on the selection split "
+             "(**bold**: the best there); the held-out column is reported, never chosen from.", ""]
+    if sel.empty:
         lines += ["**These numbers are on a held-out split: choose a threshold on the selection split instead** "
                   "(run the sweep with `-S 'splits.report=[*/val/night]' -S splits.report_on_select=true`).", ""]
-    lines += [
-             "| Thres. | Selected hard classes | mIoU | image-level mIoU |", "|---|---|---|---|"]
-    for i, r in table.iterrows():
-        names = "; ".join(ABBREV[c] for c in r["hard classes"]) or "(none)"
-        miou = f"{100 * r['mIoU merged (HDM)']:.2f}"
-        lines.append(f"| {r.threshold:g} | {names} | {'**' + miou + '**' if i == best else miou} | "
-                     f"{100 * r['mIoU image']:.2f} |")
+    best = sel.loc[sel["mIoU merged (HDM)"].idxmax(), "threshold"] if len(sel) else None
+    cols = [c for c, t in ((f"mIoU on {split_of(sel)}", sel), (f"mIoU on {split_of(held)}", held),
+                           (f"image-level mIoU on {split_of(held) or split_of(sel)}", held if len(held) else sel))
+            if len(t)]
+    lines += ["| Thres. | Selected hard classes | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
+    pct = lambda v: f"{100 * v:.2f}"  # noqa: E731
+    for thr in sorted(set(table.threshold)):
+        rows = table[table.threshold == thr]
+        names = "; ".join(ABBREV[c] for c in rows.iloc[0]["hard classes"]) or "(none)"
+        s_row, h_row = rows[rows.selection], rows[~rows.selection]
+        cells = []
+        if len(sel):
+            v = pct(s_row.iloc[0]["mIoU merged (HDM)"]) if len(s_row) else "-"
+            cells.append(f"**{v}**" if thr == best else v)
+        if len(held):
+            cells.append(pct(h_row.iloc[0]["mIoU merged (HDM)"]) if len(h_row) else "-")
+        img = h_row if len(held) else s_row
+        cells.append(pct(img.iloc[0]["mIoU image"]) if len(img) else "-")
+        lines.append(f"| {thr:g}{' (chosen)' if thr == best else ''} | {names} | " + " | ".join(cells) + " |")
     with atomic_path(md_path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     fig, ax = new_figure(5, 3.2)
-    ax.plot(table.threshold, table["mIoU merged (HDM)"] * 100, "o-", label="merged (HDM)")
-    ax.plot(table.threshold, table["mIoU image"] * 100, "s--", label="image level")
+    for part, style in ((sel, "o-"), (held, "s-")):
+        if len(part):
+            ax.plot(part.threshold, part["mIoU merged (HDM)"] * 100, style, label=f"HDM, {split_of(part)}")
+    img = held if len(held) else sel
+    ax.plot(img.threshold, img["mIoU image"] * 100, "^--", label=f"image level, {split_of(img)}")
     ax.set_xlabel("hard_classes.threshold")
     ax.set_ylabel("mIoU (%)")
-    ax.legend()
+    ax.legend(fontsize=7)
     ax.set_title("Threshold sweep")
     save_fig(fig, png_path)
 
@@ -115,11 +179,10 @@ SEED_COLUMNS = {  # metric -> column, in table order
 
 def seeds_table(exp_show: list | dict) -> pd.DataFrame:
     """One row per training seed (``seed``) with the headline metrics and each difference's bootstrap
-    interval (columns ``<name>.ci``). Revisions with the same seed and metrics are one run."""
-    recs = []
-    _records(exp_show, recs)
+    interval (columns ``<name>.ci``). Only revisions that differ from the workspace in ``seed`` alone
+    count; revisions with the same seed and metrics are one run."""
     rows = []
-    for r in recs:
+    for r in _variants(exp_show, lambda k: k == "seed"):
         m, seed = r["metrics"], r["params"].get("seed")
         if seed is None or "merged_hdm.mIoU" not in m:
             continue
@@ -164,5 +227,51 @@ def write_seeds_report(table: pd.DataFrame, md_path: str | Path, provenance: dic
         cis = [ci for ci in table[c + " CI"] if isinstance(ci, tuple) and None not in ci]
         above, below = sum(lo > 0 for lo, _ in cis), sum(hi < 0 for _, hi in cis)
         lines.append(f"- {c}: interval above 0 on {above} of {len(cis)} seeds, below 0 on {below}.")
+    with atomic_path(md_path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+
+
+def ablation_table(exp_show: list | dict) -> pd.DataFrame:
+    """Image-level variants (ablations and the full-resolution baselines): revisions that differ from the
+    workspace only in ``image_model.*`` keys, with the image model's mIoU on the selection split and on
+    the report split (reports/image/metrics.json, written by per_class_iou), the workspace first."""
+    rows = []
+    for r in _variants(exp_show, lambda k: k.startswith("image_model.")):
+        m = r["stage_metrics"].get("reports/image/metrics.json") or {}
+        if "image.report.mIoU" not in m:
+            continue
+        change = ", ".join(f"{k.removeprefix('image_model.')}={v}" for k, v in r["changed"].items())
+        rows.append({"experiment": r["name"], "change": change or "(default)", "selection mIoU": m.get("image.mIoU"),
+                     "report mIoU": m.get("image.report.mIoU"), "report split": _report_split(r["params"])})
+    df = pd.DataFrame(rows, columns=["experiment", "change", "selection mIoU", "report mIoU", "report split"])
+    df = df.drop_duplicates(subset=["change", "report mIoU"])
+    return df.sort_values("change", key=lambda c: c != "(default)", kind="stable").reset_index(drop=True)
+
+
+def write_ablation_report(table: pd.DataFrame, md_path: str | Path, headline: dict | None = None,
+                          provenance: dict | None = None) -> None:
+    """The image-level variants beside the default image model and, when given, the default run's merged
+    (two-level) mIoU on the same report split."""
+    pct = lambda v: "-" if v is None or pd.isna(v) else f"{100 * v:.2f}"  # noqa: E731
+    base = table[table.change == "(default)"]
+    ref = base.iloc[0]["report mIoU"] if len(base) else None
+    splits = sorted(set(table["report split"]))
+    lines = ["# Image-level variants", "", *provenance_line(provenance),
+             "Each row changes only `image_model.*` params against the default run; mIoU (%) of the image model "
+             f"on the selection split (val/night) and on the report split ({' and '.join(splits)}). These are "
+             "single training runs without an interval: read a difference against the seeds study's spread "
+             "of the image level (reports/seeds/seeds.md).", "",
+             "| variant | experiment | val mIoU | report mIoU | vs default |", "|---|---|---|---|---|"]
+    for _, r in table.iterrows():
+        delta = "-" if ref is None or r.change == "(default)" else f"{100 * (r['report mIoU'] - ref):+.2f}"
+        lines.append(f"| {r.change} | {r.experiment} | {pct(r['selection mIoU'])} | {pct(r['report mIoU'])} | "
+                     f"{delta} |")
+    if headline:
+        lines += ["", "The default run's two-level results on the same report split, for comparison: "
+                  + ", ".join(f"{name} {pct(headline.get(key))}" for name, key in
+                              (("merged with RDN", "merged_rdn.mIoU"), ("merged with HDM", "merged_hdm.mIoU"),
+                               ("merged with entropy boxes", "merged_entropy.mIoU"),
+                               ("merged with ground-truth boxes", "merged_gt.mIoU")))
+                  + "."]
     with atomic_path(md_path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")

@@ -175,7 +175,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     import subprocess
 
     from nightlab.io import write_json
-    from nightlab.sweep import seeds_table, sweep_table, write_seeds_report, write_sweep_report
+    from nightlab.sweep import (
+        ablation_table,
+        seeds_table,
+        sweep_table,
+        write_ablation_report,
+        write_seeds_report,
+        write_sweep_report,
+    )
 
     _enter_project()
     if args.kind == "status":
@@ -192,8 +199,20 @@ def cmd_report(args: argparse.Namespace) -> int:
         return json.loads(shown.stdout)["names"] if shown.returncode == 0 else None
 
     exps = json.loads(res.stdout or "[]")
-    out = Path(args.out or ("reports/seeds" if args.kind == "seeds" else "reports/sweep"))
+    out = Path(args.out or {"threshold-sweep": "reports/sweep", "seeds": "reports/seeds"}.get(args.kind,
+                                                                                                "reports/ablations"))
     prov = _provenance()
+    if args.kind == "ablations":
+        table = ablation_table(exps)
+        if len(table) < 2:
+            return _fail("no experiment that changes only image_model.* params found; run for example "
+                         "dvc exp run -S image_model.light_adaptation=false per_class_iou --queue && dvc queue start")
+        headline = json.loads(Path("reports/metrics.json").read_text()) if Path("reports/metrics.json").is_file() \
+            else None
+        write_ablation_report(table, out / "ablations.md", headline, prov)
+        write_json(out / PROVENANCE, prov)
+        print((out / "ablations.md").read_text())
+        return 0
     if args.kind == "seeds":
         table = seeds_table(exps)
         if table.empty:
@@ -340,10 +359,12 @@ COMMANDS: list[Command] = [
         arg("--width", type=int, default=256, help="example input width for the image model and detector"),
     ]),
     Command("report", "build a report from DVC experiments", cmd_report, [
-        arg("kind", choices=["threshold-sweep", "seeds", "status"],
+        arg("kind", choices=["threshold-sweep", "seeds", "ablations", "status"],
             help="threshold-sweep: supplement Table 1 for our data; seeds: headline numbers over training seeds; "
+                 "ablations: image-level variants (light adaptation, night-aware loss, full resolution); "
                  "status: whether each committed experiment report still matches dvc.lock"),
-        arg("--out", default=None, help="output directory (default: reports/sweep or reports/seeds)"),
+        arg("--out", default=None, help="output directory (default: reports/sweep, reports/seeds or "
+                                        "reports/ablations)"),
     ]),
     Command("confirm", "evaluate the trained models on a fresh synthetic test split (a data seed never used)",
             cmd_confirm, [

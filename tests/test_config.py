@@ -39,7 +39,7 @@ def test_defaults_parse():
     # each model has its own training defaults, the values of the default run
     assert (p.image_model.train.iters, p.image_model.train.batch_size, p.image_model.train.lr) == (300, 8, 0.002)
     assert (p.region_model.train.iters, p.region_model.train.batch_size) == (400, 32)
-    assert (p.rdn.train.iters, p.rdn.train.batch_size, p.rdn.train.lr) == (300, 4, 0.01)
+    assert (p.rdn.train.iters, p.rdn.train.batch_size, p.rdn.train.lr) == (1000, 4, 0.01)
     assert (p.hdm.finetune_iters, p.hdm.lr, p.hdm.batch_size) == (150, 0.005, 32)
 
 
