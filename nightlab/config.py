@@ -387,7 +387,8 @@ class RegionModelConfig(SegModelConfig):
 
 class HardClassesConfig(_Strict):
     """Hard-class selection on splits.select (docs/design.md 1.2)."""
-    threshold: float = Field(0.5, ge=0.0, le=1.0, description="class c is hard iff IoU_c < threshold")
+    threshold: float = Field(0.3, ge=0.0, le=1.0, description="class c is hard iff IoU_c < threshold (0.3: the "
+                            "best of 0.3-0.6 on val; the paper uses 0.5; reports/decisions.md)")
 
 
 class RdnConfig(_Strict):

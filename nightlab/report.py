@@ -86,7 +86,7 @@ def paper_tables(path, table: pd.DataFrame, metrics: dict, curve: pd.DataFrame, 
              "| Variant | mIoU | hard-class mIoU | regions / image |", "|---|---|---|---|"]
     for v, label in ROWS.items():
         lines.append(f"| {label} | {_pct(metrics.get(f'{v}.mIoU'))} | {_pct(metrics.get(f'{v}.hard_mIoU'))} | "
-                     f"{metrics.get(f'{v}.regions_per_image', '-')} |")
+                     f"{_num(metrics.get(f'{v}.regions_per_image'))} |")
     lines += ["", "Differences, with paired per-image bootstrap 95% intervals "
               f"({stage_note(metrics)}; they cover the sampling of report images, not training noise: "
               "see the seed study, [seeds/seeds.md](seeds/seeds.md), and what was chosen on val, "
@@ -144,6 +144,10 @@ def paper_tables(path, table: pd.DataFrame, metrics: dict, curve: pd.DataFrame, 
               "[ablations/ablations.md](ablations/ablations.md).", ""]
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines))
+
+
+def _num(x) -> str:
+    return "-" if x is None else f"{x:.1f}"
 
 
 def stage_note(metrics: dict) -> str:

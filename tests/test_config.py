@@ -32,7 +32,7 @@ def test_defaults_parse():
     assert isinstance(p, Params)
     assert p == parse_params(None)
     assert p.data.kind == "synthetic"
-    assert p.hard_classes.threshold == 0.5
+    assert p.hard_classes.threshold == 0.3
     assert p.boxes.min_area == 12
     assert p.image_model.backbone == "resnet18"
     assert p.data.splits == ("train", "val", "test")
@@ -181,7 +181,7 @@ def test_splits_are_selectors_and_report_must_be_held_out_unless_allowed():
 
 def test_params_view_allows_only_declared_keys():
     view = ParamsView(parse_params({}), ["seed", "hard_classes.threshold", "merge", "splits.select"], stage="s")
-    assert view.seed == 0 and view.hard_classes.threshold == 0.5 and view.merge.max_regions == 10
+    assert view.seed == 0 and view.hard_classes.threshold == 0.3 and view.merge.max_regions == 10
     assert str(view.splits.select[0]) == "*/val/night"
     with pytest.raises(UndeclaredParam, match="'splits.report'"):
         view.splits.report  # noqa: B018

@@ -41,7 +41,7 @@ def test_full_repro_runs_every_stage_and_writes_reports(tiny_run):
     manifest = pd.read_parquet(proj / "data/manifest.parquet")
     assert set(manifest.domain) == {"day", "night"} and set(manifest.split) == {"train", "val", "test"}
     hard = json.loads((proj / "reports/hard_classes.json").read_text())
-    assert hard["threshold"] == 0.5 and all(c["iou"] < 0.5 for c in hard["classes"])
+    assert hard["threshold"] == 0.3 and all(c["iou"] < 0.3 for c in hard["classes"])
     metrics = json.loads((proj / "reports/metrics.json").read_text())
     for variant in ("image", "merged_rdn", "merged_hdm", "merged_gt"):
         assert 0.0 <= metrics[f"{variant}.mIoU"] <= 1.0
@@ -126,7 +126,7 @@ def test_threshold_change_reruns_only_selection_onwards_and_metrics_diff(run_cop
 
     diff = json.loads(run(["dvc", "params", "diff", "--json"], proj, stage_env).stdout)
     change = diff["params.yaml"]["hard_classes.threshold"]
-    assert (change["old"], change["new"]) == (0.5, 0.05)
+    assert (change["old"], change["new"]) == (0.3, 0.05)
     metrics = json.loads(run(["dvc", "metrics", "diff", "--json"], proj, stage_env).stdout)
     if sorted(new["names"]) != sorted(old_hard):  # the hard set changed: the diff must show it
         assert "hard_classes.count" in metrics["reports/metrics.json"]
@@ -152,7 +152,7 @@ def test_a_threshold_that_selects_the_same_classes_retrains_nothing(run_copy, st
 def test_threshold_sweep_with_dvc_queue_and_report(run_copy, stage_env):
     """`dvc exp run -S ... --queue` + `dvc queue start`, then `nightlab report threshold-sweep`."""
     proj = run_copy
-    run(["dvc", "exp", "run", "-S", "hard_classes.threshold=0.3,0.6", "--queue"], proj, stage_env)
+    run(["dvc", "exp", "run", "-S", "hard_classes.threshold=0.5,0.6", "--queue"], proj, stage_env)
     # The queue worker is a daemon that inherits stdout: send its output to a file, then poll.
     with open(proj.parent / "queue.log", "w") as log:
         subprocess.run(["dvc", "queue", "start"], cwd=proj, env=stage_env, stdout=log, stderr=subprocess.STDOUT,

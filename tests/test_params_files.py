@@ -37,7 +37,7 @@ def test_tiny_profile_values():
     assert (p.data.synthetic.height, p.data.synthetic.width, p.data.synthetic.train) == (64, 128, 6)
     assert p.image_model.train.iters == 3 and p.region_model.train.iters == 3 and p.rdn.train.iters == 3
     assert p.rdn.train.batch_size == 2 and p.rdn.train.lr == 0.01  # untouched keys keep the RDN's own defaults
-    assert p.device == "cpu" and p.hard_classes.threshold == 0.5
+    assert p.device == "cpu" and p.hard_classes.threshold == 0.3
 
 
 REAL_PROFILES = ["profiles/nightcity_cityscapes.yaml", "profiles/acdc_night.yaml"]
