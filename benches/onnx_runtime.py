@@ -5,8 +5,9 @@ a tiny-profile ``dvc repro``) are exported with nightlab.export.export_onnx to a
 directory, which checks them against eager PyTorch. Inputs are what two-level inference feeds the
 models: the image model gets each val image downscaled by ``image_scale``, one image per call; the
 region model gets the crops of the image's top ``merge.max_regions`` HDM proposals (by objectness,
-without the score threshold, so every image has crops), zoomed to ``region_size``, one batch per
-image. Only the forward pass is timed (logits from a tensor in memory), so both engines do the same
+without the score threshold, so every image has crops), cut into zoomed views of ``region_size``
+(nightlab.regions), one batch per image. Only the forward pass is timed (logits from a tensor in
+memory), so both engines do the same
 work. Each round runs the four side by side on every image; per image the median over rounds, then
 the median over images. Both run on the CPU with the same number of intra-op threads, and
 onnxruntime's threads do not busy-wait after a run: on a machine with few cores they would hold the
@@ -21,19 +22,22 @@ import torch
 from benches.common import figure, temp_dir, timed
 from benches.inference import project_manifest, trained_project
 from nightlab.config import load_params
-from nightlab.data.dataset import crop_resize, resize_pair, to_tensor
+from nightlab.data.dataset import resize_pair, to_tensor
 from nightlab.export import ONNX_OPSET, export_onnx, onnx_max_diff, ort_session
-from nightlab.inference import int_box, propose
+from nightlab.inference import propose
 from nightlab.predict import TwoLevel
+from nightlab.regions import CropRule, cut, int_box, views
 
 ATOL = 1e-4
 
 
-def _crops(image: np.ndarray, boxes: np.ndarray, size: int) -> torch.Tensor:
-    """The region model's input batch, cut and zoomed as nightlab.inference.region_probs does."""
+def _crops(image: np.ndarray, boxes: np.ndarray, rule: CropRule) -> torch.Tensor:
+    """The region model's input batch: every view of every box, cut and zoomed as
+    nightlab.inference.region_probs does."""
     h, w = image.shape[:2]
     img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-    return torch.stack([crop_resize(img, int_box(b, h, w), size) for b in boxes]).float().div_(255)
+    wins = [win for b in boxes for win in views(int_box(b, h, w), h, w, rule)]
+    return torch.stack([cut(img, win, rule.size) for win in wins]).div_(255)
 
 
 def run(quick: bool, models: str | None = None) -> dict:
@@ -45,7 +49,7 @@ def run(quick: bool, models: str | None = None) -> dict:
     n, repeat, k = min(len(sel), 5 if quick else 50), 3 if quick else 5, max(two.max_regions, 1)
     images = [sel.image(i) for i in range(n)]
     image_in = [to_tensor(resize_pair(img, None, two.image_scale)[0])[None] for img in images]
-    region_in = [_crops(img, propose(two.detector, [img], two.det_scale, "cpu", top_n=k)[0][0], two.region_size)
+    region_in = [_crops(img, propose(two.detector, [img], two.det_scale, "cpu", top_n=k)[0][0], two.rule)
                  for img in images]
 
     threads = torch.get_num_threads()
@@ -92,7 +96,7 @@ def run(quick: bool, models: str | None = None) -> dict:
         "title": "ONNX Runtime vs PyTorch, image and region models on the CPU",
         "setup": f"{source}; {n} {', '.join(map(str, p.splits.report))} images of {h}x{w}; image model on "
                  f"{hs}x{ws} inputs (image_scale {two.image_scale}), one image per call; region model on the "
-                 f"top {k} HDM proposals per image as {two.region_size}x{two.region_size} crops, one batch "
+                 f"top {k} HDM proposals per image as zoomed {two.rule.size}x{two.rule.size} views, one batch "
                  f"per image; forward pass only; both on the CPU with {threads} intra-op threads "
                  f"(torch.get_num_threads()); onnxruntime {ort.__version__} CPUExecutionProvider, 1 inter-op "
                  f"thread, no spinning between runs, default graph optimisations; ONNX opset {ONNX_OPSET}",

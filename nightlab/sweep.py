@@ -24,16 +24,20 @@ from nightlab.viz import new_figure, save_fig
 METRICS = "reports/metrics.json"
 
 
-def _records(node, out: list) -> None:
+def _records(node, out: list, state: str | None = None) -> None:
     """Walk DVC's nested exp-show JSON and collect every revision's {name, params, metrics}. Metrics are
     merged over every metrics file: reports/metrics.json (the headline) and each stage's own file, so an
     experiment that stopped at an early stage still shows what that stage measured."""
     if isinstance(node, list):
         for n in node:
-            _records(n, out)
+            _records(n, out, state)
     elif isinstance(node, dict):
         data = node.get("data")
-        if isinstance(data, dict) and "params" in data:
+        # A failed, queued or running experiment shows its baseline's metrics files: not its results.
+        # DVC puts the executor's state on the experiment and the data on its revisions below it.
+        state = (node.get("executor") or {}).get("state", state)
+        unfinished = node.get("error") or state not in (None, "success")
+        if isinstance(data, dict) and "params" in data and not unfinished:
             params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
             files = data.get("metrics") or {}
             headline = (files.get(METRICS) or {}).get("data") or {}
@@ -43,7 +47,7 @@ def _records(node, out: list) -> None:
                         "stage_metrics": stage})
         for key in ("experiments", "revs"):
             if key in node and node[key]:
-                _records(node[key], out)
+                _records(node[key], out, state)
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -231,12 +235,18 @@ def write_seeds_report(table: pd.DataFrame, md_path: str | Path, provenance: dic
         tmp.write_text("\n".join(lines) + "\n")
 
 
+# Keys the config validates together with image_model.image_scale (a region is never seen below the
+# image level's scale); the image-level stages do not read them, so changing them with the scale
+# still measures an image-level variant.
+IMAGE_COUPLED = {"region_model.min_scale"}
+
+
 def ablation_table(exp_show: list | dict) -> pd.DataFrame:
     """Image-level variants (ablations and the full-resolution baselines): revisions that differ from the
     workspace only in ``image_model.*`` keys, with the image model's mIoU on the selection split and on
     the report split (reports/image/metrics.json, written by per_class_iou), the workspace first."""
     rows = []
-    for r in _variants(exp_show, lambda k: k.startswith("image_model.")):
+    for r in _variants(exp_show, lambda k: k.startswith("image_model.") or k in IMAGE_COUPLED):
         m = r["stage_metrics"].get("reports/image/metrics.json") or {}
         if "image.report.mIoU" not in m:
             continue

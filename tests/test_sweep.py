@@ -99,11 +99,17 @@ def test_ablation_table_reads_the_image_stage_metrics_and_leaves_out_other_chang
     ws = _image_rev("workspace", 0.35, 0.36)
     ws["experiments"] = [{"revs": [_image_rev("no-light", 0.33, 0.335, light_adaptation=False),
                                    _image_rev("fullres", 0.38, 0.39, image_scale=1.0)]}]
+    failed = _image_rev("failed", 0.35, 0.36, image_scale=1.0)  # its metrics files are the baseline's
+    failed["error"] = {"msg": "Experiment run failed", "type": ""}
+    coupled = _image_rev("fullres-2", 0.37, 0.38, image_scale=1.0, decoder_channels=32)
+    coupled["data"]["params"]["params.yaml"]["data"]["region_model"] = {"min_scale": 1.0}
+    running = _image_rev("running", 0.35, 0.36, image_scale=1.0, decoder_channels=16)
+    ws["experiments"] += [{"revs": [failed, coupled]}, {"executor": {"state": "running"}, "revs": [running]}]
     other = _image_rev("seed-1", 0.30, 0.30)
     other["data"]["params"]["params.yaml"]["data"]["seed"] = 1
     ws["experiments"].append({"revs": [other]})
     table = ablation_table([ws])
-    assert list(table.change) == ["(default)", "light_adaptation=False", "image_scale=1.0"]
+    assert list(table.experiment) == ["workspace", "no-light", "fullres", "fullres-2"]
     write_ablation_report(table, tmp_path / "a.md", {"merged_hdm.mIoU": 0.375})
     md = (tmp_path / "a.md").read_text()
     assert "| light_adaptation=False | no-light | 33.00 | 33.50 | -2.50 |" in md
