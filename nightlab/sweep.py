@@ -83,8 +83,12 @@ def _variants(exp_show, allowed) -> list[dict]:
     base = _baseline(recs)
     if base is None:
         return []
-    return [dict(r, changed=_changed(r["params"], base["params"])) for r in recs
-            if all(allowed(k) for k in _changed(r["params"], base["params"]))]
+    out = []
+    for r in recs:
+        changed = _changed(r["params"], base["params"])
+        if all(allowed(k) for k in changed):
+            out.append(dict(r, changed=changed))
+    return out
 
 
 def _report_split(params: dict) -> str:
