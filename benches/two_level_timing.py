@@ -3,7 +3,9 @@
 * ``image``: the image model at its ``image_scale`` (the first level alone);
 * ``two_level``: NightLab, the image model, the HDM detector, the region model on the top
   ``merge.max_regions`` regions and the merge (``nightlab.predict.TwoLevel``), with its parts
-  timed on their own (``image``, ``detector``, ``regions`` = region model + merge);
+  timed on their own: ``first_level`` (image model and detector, one backbone pass when the detector
+  shares the image model's, ``rdn.backbone: shared``), ``regions`` (region model + merge), and the
+  detector in a pass of its own;
 * ``full_res``: the same image model architecture at scale 1.0, the baseline a user would pick
   instead of a second level (its cost does not depend on its weights: the network is fully
   convolutional, so the default model's weights time it).
@@ -31,11 +33,9 @@ import numpy as np
 import torch
 
 from nightlab.config import load_params
-from nightlab.inference import image_probs, propose, region_probs
+from nightlab.inference import class_map, image_probs, propose
 from nightlab.io import read_image
-from nightlab.merge import merge
 from nightlab.predict import TwoLevel
-from nightlab.selectors import top_k
 
 
 def _sync(device: torch.device) -> None:
@@ -58,25 +58,22 @@ def measure(two: TwoLevel, images: list[np.ndarray], repeat: int, amp: bool = Fa
     state: dict = {}
 
     def image_level(img, scale):
-        return image_probs(two.image_model, img, scale, device, two.window).argmax(0).byte().cpu()
+        return class_map(image_probs(two.image_model, img, scale, device, two.window)).byte().cpu()
 
-    def detector(img):
-        (boxes, scores), = propose(two.detector, [img], two.det_scale, device)
-        state["boxes"] = top_k(boxes, scores, two.max_regions, two.nms_thresh, two.score_thresh)
-        state["probs"] = image_probs(two.image_model, img, two.image_scale, device, two.window)
+    def first_level(img):
+        probs, state["boxes"] = two.first_level(img)
+        state["pred"] = class_map(probs)
 
     def regions(img):
-        boxes = state["boxes"]
-        rp = region_probs(two.region_model, img, boxes, two.rule, device, two.batch_size)
-        merge(state["probs"].argmax(0), zip(boxes, rp), two.hard)[0].byte().cpu()
+        two.merge_with(img, state["pred"], state["boxes"]).byte().cpu()
 
     variants = {
         "image": lambda img: image_level(img, two.image_scale),
         "two_level": lambda img: two(img),
         "full_res": lambda img: image_level(img, 1.0),
-        "part.detector": lambda img: propose(two.detector, [img], two.det_scale, device),
+        "part.detector_own_pass": lambda img: propose(two.detector, [img], two.det_scale, device),
     }
-    times = {k: np.zeros((repeat, len(images))) for k in [*variants, "part.regions"]}
+    times = {k: np.zeros((repeat, len(images))) for k in [*variants, "part.first_level", "part.regions"]}
     with torch.inference_mode(), ctx():
         for img in images[:2]:  # warm-up: allocator, cuDNN autotuning, lazy imports
             for fn in variants.values():
@@ -85,15 +82,16 @@ def measure(two: TwoLevel, images: list[np.ndarray], repeat: int, amp: bool = Fa
             for i, img in enumerate(images):
                 for name, fn in variants.items():
                     times[name][r, i] = _timed(lambda fn=fn, img=img: fn(img), device)
-                detector(img)
+                times["part.first_level"][r, i] = _timed(lambda img=img: first_level(img), device)
                 times["part.regions"][r, i] = _timed(lambda img=img: regions(img), device)
-        n_regions = statistics.mean(len(two.regions(img)) for img in images)
+        n_regions = statistics.mean(len(two.first_level(img)[1]) for img in images)
     per_image = {k: np.median(v, 0) for k, v in times.items()}
     med = {k: float(np.median(v)) for k, v in per_image.items()}
     return {"median_s": med, "per_image_s": {k: v.tolist() for k, v in per_image.items()},
             "two_level_over_image": med["two_level"] / med["image"],
             "two_level_over_full_res": med["two_level"] / med["full_res"],
-            "regions_per_image": n_regions, "images": len(images), "repeat": repeat}
+            "regions_per_image": n_regions, "one_backbone_pass": two.one_pass, "images": len(images),
+            "repeat": repeat}
 
 
 def main(argv=None) -> int:

@@ -123,13 +123,13 @@ def _k_curve(ev, ks, hard) -> pd.DataFrame:
 
 def _panel(rep, ev, image_model, icfg, p, hard, region, rcfg, device) -> list:
     """Image, labels, image level, merged (HDM) and the HDM boxes, for the first panel_images images."""
-    from nightlab.inference import image_probs, region_probs
+    from nightlab.inference import class_map, image_probs, region_probs
     from nightlab.merge import merge
 
     rows = []
     for i in range(min(p.merge.panel_images, len(rep))):
         img, lab = rep.image(i), rep.label(i)
-        pred = image_probs(image_model, img, icfg["image_scale"], device, p.image_model.window).argmax(0).cpu()
+        pred = class_map(image_probs(image_model, img, icfg["image_scale"], device, p.image_model.window)).cpu()
         boxes = ev.boxes["merged_hdm"][i]
         rp = region_probs(region, img, boxes, CropRule.of(rcfg), device, p.merge.batch_size)
         merged = merge(pred, zip(boxes, rp), hard)[0].byte().numpy()

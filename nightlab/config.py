@@ -394,7 +394,9 @@ class HardClassesConfig(_Strict):
 class RdnConfig(_Strict):
     """The region detection network: torchvision's RPN on a timm backbone (docs/design.md 1.4)."""
     SECTION: ClassVar[str] = "rdn"
-    backbone: str = Field("resnet18", description="any timm model name with stride-8 features")
+    backbone: str = Field("resnet18", description="any timm model name with stride-8 features; shared: the image "
+                          "model's backbone, frozen (one backbone pass for both at inference; needs image_scale = "
+                          "image_model.image_scale)")
     pretrained: str | None = Field(None, description=PRETRAINED_HELP)
     fpn: bool = Field(False, description="true: strides 8 and 16 through torchvision's FeaturePyramidNetwork")
     anchor_sizes: Seq | Literal["auto"] = Field("auto", description="auto: spread over the hard boxes' sizes; "
@@ -411,11 +413,13 @@ class RdnConfig(_Strict):
     @field_validator("backbone")
     @classmethod
     def _timm(cls, v: str) -> str:
-        return _check_timm_name(v)
+        return v if v == "shared" else _check_timm_name(v)
 
     @field_validator("pretrained")
     @classmethod
     def _pretrained(cls, v, info: ValidationInfo):
+        if v is not None and info.data.get("backbone") == "shared":
+            raise ValueError("must be null with rdn.backbone: shared (the RDN uses the image model's trained backbone)")
         return _check_pretrained(v, info)
 
     @field_validator("anchor_sizes", "aspect_ratios")
@@ -520,6 +524,14 @@ class Params(_Strict):
         if self.region_model.min_scale < self.image_model.image_scale:
             raise ValueError(f"region_model.min_scale {self.region_model.min_scale} is below image_model.image_scale "
                              f"{self.image_model.image_scale}: regions would be seen zoomed out")
+        return self
+
+    @model_validator(mode="after")
+    def _shared_backbone_same_scale(self):
+        if self.rdn.backbone == "shared" and self.rdn.image_scale != self.image_model.image_scale:
+            raise ValueError(f"rdn.backbone: shared runs the RDN on the image model's features, so rdn.image_scale "
+                             f"{self.rdn.image_scale} must equal image_model.image_scale "
+                             f"{self.image_model.image_scale}")
         return self
 
     @model_validator(mode="after")

@@ -12,7 +12,7 @@ from torchvision.ops import box_iou
 
 from nightlab.boxes import recall_at_k
 from nightlab.hdm import crop_iou, merged_crop
-from nightlab.inference import image_probs, int_box, propose, region_probs
+from nightlab.inference import class_map, image_probs, int_box, propose, region_probs
 from nightlab.labels import NUM_CLASSES
 from nightlab.merge import merge
 from nightlab.metrics import Evaluator, confusion_matrix
@@ -27,7 +27,7 @@ def evaluate_image_model(model, manifest, scale: float, device, window=None) -> 
     ev = Evaluator()
     for i in range(len(manifest)):
         probs = image_probs(model, manifest.image(i), scale, device, window)
-        ev.update(probs.argmax(0).cpu(), torch.from_numpy(manifest.label(i)))
+        ev.update(class_map(probs).cpu(), torch.from_numpy(manifest.label(i)))
     return ev
 
 
@@ -36,12 +36,12 @@ def evaluate_on_crops(region, image_model, manifest, boxes, rule, image_scale, d
     ev_r, ev_i = Evaluator(), Evaluator()
     for s, g in boxes.groupby("sample"):
         img, lab = manifest.image(int(s)), torch.from_numpy(manifest.label(int(s)))
-        full = image_probs(image_model, img, image_scale, device, window).argmax(0).cpu()
+        full = class_map(image_probs(image_model, img, image_scale, device, window)).cpu()
         h, w = lab.shape
         bxs = g[["x0", "y0", "x1", "y1"]].to_numpy()
         for b, pr in zip(bxs, region_probs(region, img, bxs, rule, device, batch_size)):
             x0, y0, x1, y1 = int_box(b, h, w)
-            ev_r.update(pr.argmax(0).cpu(), lab[y0:y1, x0:x1])
+            ev_r.update(class_map(pr).cpu(), lab[y0:y1, x0:x1])
             ev_i.update(full[y0:y1, x0:x1], lab[y0:y1, x0:x1])
     return ev_r.result(), ev_i.result()
 
@@ -103,7 +103,7 @@ def evaluate_two_level(manifest, gt_boxes: pd.DataFrame, image_model, image_scal
         img, lab = manifest.image(i), torch.from_numpy(manifest.label(i))
         h, w = lab.shape
         probs = image_probs(image_model, img, image_scale, device, window)
-        pred = probs.argmax(0).cpu()
+        pred = class_map(probs).cpu()
         out.add(out.confusions, "image", _cm(pred, lab))
         gt = gt_boxes[gt_boxes["sample"] == i]
         gt_ranked, gt_rank = ground_truth(gt)
@@ -149,7 +149,7 @@ def _helps(pred, probs, lab, box, hard_ids, criterion: str, h: int, w: int) -> b
     """Eq. 1 on a ground-truth box: does the region model (or the merge) beat the image level inside it?"""
     x0, y0, x1, y1 = int_box(box, h, w)
     pi, y = pred[y0:y1, x0:x1], lab[y0:y1, x0:x1]
-    cand = merged_crop(pi, probs.cpu(), hard_ids) if criterion == "merged" else probs.cpu().argmax(0)
+    cand = merged_crop(pi, probs.cpu(), hard_ids) if criterion == "merged" else class_map(probs.cpu())
     return crop_iou(cand, y) > crop_iou(pi, y)
 
 

@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 from torchvision.ops import box_iou
 
-from nightlab.inference import image_probs, int_box, region_probs
+from nightlab.inference import class_map, image_probs, int_box, region_probs
 from nightlab.labels import IGNORE, NUM_CLASSES
 from nightlab.metrics import confusion_matrix
 
@@ -51,7 +51,7 @@ def crop_iou(pred: torch.Tensor, label: torch.Tensor, num_classes: int = NUM_CLA
 
 def merged_crop(image_pred: torch.Tensor, region_probs_: torch.Tensor, hard_ids) -> torch.Tensor:
     """The merge inside one box: the region model's class where it is a hard class, else the image level's."""
-    region_pred = region_probs_.argmax(0)
+    region_pred = class_map(region_probs_)
     hard = torch.as_tensor(list(hard_ids), dtype=torch.long, device=region_pred.device)
     return torch.where(torch.isin(region_pred, hard), region_pred, image_pred.to(region_pred.device))
 
@@ -88,7 +88,7 @@ def score_proposals(manifest, gt_boxes, props, image_model, region, image_scale,
         h, w = lab.shape
         gt = gt_boxes[gt_boxes["sample"] == s][["x0", "y0", "x1", "y1"]].to_numpy()
         best, gt_idx = match(boxes, gt)
-        full = image_probs(image_model, img, image_scale, device, window).argmax(0).cpu()
+        full = class_map(image_probs(image_model, img, image_scale, device, window)).cpu()
         for j, (b, pr) in enumerate(zip(boxes, region_probs(region, img, boxes, rule, device, batch_size))):
             x0, y0, x1, y1 = int_box(b, h, w)
             y, pi = lab[y0:y1, x0:x1], full[y0:y1, x0:x1]
@@ -96,7 +96,7 @@ def score_proposals(manifest, gt_boxes, props, image_model, region, image_scale,
             rows.append(dict(sample=int(s), rank=j, x0=b[0], y0=b[1], x1=b[2], y1=b[3], score=float(scores[j]),
                              best_gt_iou=float(best[j]), gt_index=int(gt_idx[j]) if best[j] > 0 else -1,
                              orig_positive=bool(best[j] >= match_iou),
-                             iou_image=crop_iou(pi, y), iou_region=crop_iou(pr.argmax(0), y),
+                             iou_image=crop_iou(pi, y), iou_region=crop_iou(class_map(pr), y),
                              iou_merged=crop_iou(merged_crop(pi, pr, hard_ids), y)))
     df = pd.DataFrame(rows)
     if len(df):

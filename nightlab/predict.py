@@ -11,10 +11,10 @@ import numpy as np
 import torch
 
 from nightlab.hard import read_hard_classes
-from nightlab.inference import image_probs, propose, region_probs
+from nightlab.inference import class_map, image_probs, image_probs_and_proposals, propose, region_probs
 from nightlab.io import DataError
 from nightlab.merge import merge
-from nightlab.models.rdn import load_rdn
+from nightlab.models.rdn import load_rdn, shares_backbone
 from nightlab.models.store import load_image_model, load_seg_model
 from nightlab.regions import CropRule
 from nightlab.selectors import top_k
@@ -47,6 +47,8 @@ class TwoLevel:
         self.hard = read_hard_classes(hard)
         self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
         self.max_regions, self.batch_size = max_regions, batch_size
+        # A shared-backbone detector of this very image model, at its scale: one backbone pass for both.
+        self.one_pass = shares_backbone(self.detector, self.image_model) and self.det_scale == self.image_scale
 
     @classmethod
     def from_params(cls, merge, detector: str = "hdm", models="models", hard="reports/hard_classes.json",
@@ -56,14 +58,32 @@ class TwoLevel:
         return cls(models, hard, detector, device, merge.score_thresh, merge.nms_thresh, merge.max_regions,
                    merge.batch_size, window)
 
+    def _select(self, boxes, scores) -> np.ndarray:
+        return top_k(boxes, scores, self.max_regions, self.nms_thresh, self.score_thresh)
+
     def regions(self, image: np.ndarray) -> np.ndarray:
         if not self.hard or self.max_regions == 0:
             return np.zeros((0, 4))
         (boxes, scores), = propose(self.detector, [image], self.det_scale, self.device)
-        return top_k(boxes, scores, self.max_regions, self.nms_thresh, self.score_thresh)
+        return self._select(boxes, scores)
 
-    def merge_with(self, image: np.ndarray, probs: torch.Tensor, boxes) -> torch.Tensor:
-        pred = probs.argmax(0)
+    def first_level(self, image: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """The image model's probabilities (C, H, W) and the regions to zoom into (R, 4), native pixels:
+        one backbone pass for both when the detector shares the image model's backbone."""
+        if self.hard and self.max_regions and self._fused(image):
+            probs, (boxes, scores) = image_probs_and_proposals(self.image_model, self.detector, image,
+                                                               self.image_scale, self.device)
+            return probs, self._select(boxes, scores)
+        return image_probs(self.image_model, image, self.image_scale, self.device, self.window), self.regions(image)
+
+    def _fused(self, image: np.ndarray) -> bool:
+        if self.window is not None and any(round(s * self.image_scale) > int(wn)
+                                           for s, wn in zip(image.shape[:2], self.window)):
+            return False  # a tiled image pass has no whole-image features to share
+        return self.one_pass
+
+    def merge_with(self, image: np.ndarray, pred: torch.Tensor, boxes) -> torch.Tensor:
+        """The image-level class map ``pred`` (H, W) with the region model's hard classes merged in."""
         if len(boxes) == 0 or not self.hard:
             return pred
         rp = region_probs(self.region_model, image, boxes, self.rule, self.device, self.batch_size)
@@ -71,10 +91,10 @@ class TwoLevel:
 
     @torch.inference_mode()
     def __call__(self, image: np.ndarray) -> Prediction:
-        probs = image_probs(self.image_model, image, self.image_scale, self.device, self.window)
-        boxes = self.regions(image)
-        merged = self.merge_with(image, probs, boxes)
-        return Prediction(probs.argmax(0).byte().cpu().numpy(), merged.byte().cpu().numpy(), boxes)
+        probs, boxes = self.first_level(image)
+        pred = class_map(probs)
+        merged = self.merge_with(image, pred, boxes)
+        return Prediction(pred.byte().cpu().numpy(), merged.byte().cpu().numpy(), boxes)
 
 
 # ---------------------------------------------------------------------------- input files

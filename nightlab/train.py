@@ -109,10 +109,11 @@ def fit(model, dataset: Dataset, loss_fn, cfg, out_dir: str | Path, seed: int, d
     main = rank == 0
     if size > 1 and cfg.batch_size % size:
         raise ValueError(f"train.batch_size {cfg.batch_size} is not divisible by the {size} processes")
+    trainable = [q for q in model.parameters() if q.requires_grad]  # a frozen part (rdn.backbone: shared) stays out
     if optimizer == "sgd":  # detection heads train best with SGD + momentum, as in torchvision's references
-        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.SGD(trainable, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     else:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = poly_lr(optimizer, cfg.iters, cfg.poly_power)
     it, log = 0, []
     ckpt_path = out_dir / CKPT_NAME

@@ -218,6 +218,14 @@ def test_unknown_key_refused(data, key):
     assert "unknown key" in msg
 
 
+def test_shared_rdn_backbone_accepted_at_the_image_models_scale_only():
+    assert parse_params({"rdn": {"backbone": "shared"}}).rdn.backbone == "shared"
+    with pytest.raises(ConfigError, match=r"rdn.image_scale 0.25 must equal image_model.image_scale 0.5"):
+        parse_params({"rdn": {"backbone": "shared", "image_scale": 0.25}})
+    with pytest.raises(ConfigError, match=r"rdn.pretrained.*must be null with rdn.backbone: shared"):
+        parse_params({"rdn": {"backbone": "shared", "pretrained": "timm"}})
+
+
 def test_rdn_iou_order_refused():
     with pytest.raises(ConfigError, match="bg_iou_thresh must be <= fg_iou_thresh"):
         parse_params({"rdn": {"fg_iou_thresh": 0.3, "bg_iou_thresh": 0.6}})

@@ -13,7 +13,7 @@ from nightlab.labels import IGNORE, NUM_CLASSES
 from nightlab.models import SegModel
 from nightlab.models.light import LightAdaptation, light_regulariser
 from nightlab.models.loss import exposure_weights, make_loss, seg_loss
-from nightlab.models.rdn import RDN, auto_anchor_sizes, rdn_config, rdn_from_config
+from nightlab.models.rdn import RDN, SharedBackbone, auto_anchor_sizes, rdn_config, rdn_from_config
 from nightlab.models.store import load_seg_model, load_state, save_model, seg_config
 
 
@@ -255,3 +255,77 @@ def test_seg_model_round_trip_through_the_store(tmp_path):
     x = torch.rand(1, 3, 32, 48)
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
+
+
+# ---------------------------------------------------------------- RDN on the image model's backbone (shared)
+
+def _shared_rdn(seg: SegModel, fpn: bool = False) -> RDN:
+    torch.manual_seed(5)
+    return RDN(SharedBackbone(seg, fpn), (8, 16, 32), fpn=fpn, pre_nms_top_n=100, post_nms_top_n=20)
+
+
+@pytest.mark.parametrize("fpn", [False, True])
+def test_shared_rdn_trains_its_head_and_leaves_the_image_backbone_as_it_was(fpn):
+    seg = _seg(seed=3)
+    before = {k: v.clone() for k, v in seg.state_dict().items()}
+    model = _shared_rdn(seg, fpn).train()
+    assert model.backbone.strides == ([8, 16] if fpn else [8])
+    # batch norm keeps the image model's statistics, in training mode too
+    assert not model.backbone.body.training and not model.backbone.light.training and model.rpn.training
+    trainable = [q for q in model.parameters() if q.requires_grad]
+    opt = torch.optim.SGD(trainable, lr=0.1, momentum=0.9)
+    images, targets = _det_batch()
+    head = {k: v.clone() for k, v in model.rpn.state_dict().items()}
+    for _ in range(2):
+        loss = sum(model(images, targets)[2].values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = seg.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "the image model's weights or BN stats moved"
+    assert any(not torch.equal(head[k], v) for k, v in model.rpn.state_dict().items()), "the RPN head did not train"
+
+
+def test_shared_rdn_round_trips_through_the_store_without_the_image_model(tmp_path):
+    from nightlab.models.rdn import build_rdn, load_rdn
+
+    seg = _seg(seed=3).eval()
+    cfg = RdnConfig(backbone="shared", post_nms_top_n=15, pre_nms_top_n=80, image_scale=0.5)
+    torch.manual_seed(5)
+    model = build_rdn(cfg, (8, 16, 32), seg).eval()
+    image_cfg = seg_config(SimpleNamespace(backbone="resnet18", decoder_channels=8, light_adaptation=True,
+                                           image_scale=0.5))
+    save_model(tmp_path / "rdn", model, rdn_config(cfg, (8, 16, 32), image_cfg))
+    torch.manual_seed(9)  # other initial weights: the backbone's too must come from the RDN's own file
+    loaded, conf = load_rdn(tmp_path / "rdn")
+    assert conf["backbone"] == "shared" and conf["image_model"]["decoder_channels"] == 8
+    x = torch.rand(1, 3, 48, 64)
+    with torch.no_grad():
+        (b1,), (s1,), _ = model(x)
+        (b2,), (s2,), _ = loaded(x)
+    assert torch.equal(b1, b2) and torch.equal(s1, s2)
+
+
+def test_one_backbone_pass_gives_what_the_two_separate_passes_give():
+    from nightlab.inference import image_probs, image_probs_and_proposals, propose
+    from nightlab.models.rdn import shares_backbone
+
+    seg = _seg(seed=3).eval()
+    model = _shared_rdn(seg).eval()
+    img = (np.random.default_rng(0).random((96, 160, 3)) * 255).astype(np.uint8)
+    probs, (boxes, scores) = image_probs_and_proposals(seg, model, img, 0.5, "cpu")
+    (b, s), = propose(model, [img], 0.5, "cpu")
+    assert torch.equal(probs, image_probs(seg, img, 0.5, "cpu"))
+    assert np.array_equal(boxes, b) and np.array_equal(scores, s) and len(b) > 0
+    assert shares_backbone(model, seg)
+    assert not shares_backbone(model, _seg(seed=4)), "an RDN trained on other image weights must not share"
+    assert not shares_backbone(_rdn(), seg), "an RDN with its own backbone shares nothing"
+
+
+def test_class_map_is_argmax_with_the_first_maximum_on_ties():
+    from nightlab.inference import class_map
+
+    g = torch.Generator().manual_seed(0)
+    probs = torch.randint(0, 3, (5, 40, 50), generator=g).float()  # many ties
+    assert torch.equal(class_map(probs), probs.argmax(0))
+    assert class_map(torch.zeros(4, 2, 2)).eq(0).all()

@@ -177,3 +177,28 @@ def test_every_train_id_round_trips_through_the_label_ids_file(tmp_path):
     assert np.array_equal(label_ids_to_train_ids(label_ids), merged)
     assert all(id2label[int(i)].trainId == t for i, t in zip(label_ids[0], merged[0]) if t != IGNORE)
     assert np.array_equal(read_label(tmp_path / "out" / "in_image_trainIds.png"), merged[::-1])
+
+
+def test_a_shared_backbone_detector_runs_in_the_image_models_pass_with_the_same_result(tmp_path, models):
+    from nightlab.models.rdn import SharedBackbone
+    from nightlab.models.store import load_seg_model
+    from nightlab.predict import TwoLevel
+
+    image_model, _ = load_seg_model(models / "image")
+    cfg = RdnConfig(backbone="shared", image_scale=0.5, pre_nms_top_n=50, post_nms_top_n=10)
+    torch.manual_seed(1)
+    rdn = RDN(SharedBackbone(image_model, False), (8, 16), cfg.aspect_ratios, pre_nms_top_n=50,
+              post_nms_top_n=10).eval()
+    for part in ("image", "region"):
+        (tmp_path / part).symlink_to(models / part, target_is_directory=True)
+    save_model(tmp_path / "hdm", rdn, rdn_config(cfg, (8, 16), {**SEG, "image_scale": 0.5}))
+    two = TwoLevel(tmp_path, models / "hard.json", max_regions=3)
+    assert two.one_pass
+    image = read_image(_png(tmp_path / "f.png", 64, 96, seed=3))
+    fused = two(image)
+    two.one_pass = False  # the same models, the detector in its own pass
+    alone = two(image)
+    assert len(fused.boxes) == 3
+    assert np.array_equal(fused.boxes, alone.boxes) and np.array_equal(fused.merged, alone.merged)
+    assert np.array_equal(fused.image, alone.image)
+    assert not TwoLevel(models, models / "hard.json").one_pass  # a detector with its own backbone

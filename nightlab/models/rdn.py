@@ -1,4 +1,5 @@
-"""RDN: an anchor-based region proposal network (torchvision's RPN parts) on a timm backbone.
+"""RDN: an anchor-based region proposal network (torchvision's RPN parts) on a timm backbone of its own,
+or (``rdn.backbone: shared``) on the image model's frozen backbone.
 
 The paper used maskrcnn-benchmark's RPN; torchvision's ``AnchorGenerator``, ``RPNHead`` and
 ``RegionProposalNetwork`` are the same design. Trained with objectness (L_cls^R) and box
@@ -18,7 +19,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead, concat_box_prediction_layers
 from torchvision.ops import FeaturePyramidNetwork
 
-from nightlab.models.segnet import create_backbone, input_normalisation
+from nightlab.models.segnet import SegModel, create_backbone, input_normalisation
 
 
 class RPNBackbone(nn.Module):
@@ -28,21 +29,20 @@ class RPNBackbone(nn.Module):
                  option: str = "rdn.pretrained"):
         super().__init__()
         reductions = timm.create_model(name, pretrained=False, features_only=True).feature_info.reduction()
-        want = [8, 16] if fpn else [8]
-        picked = [reductions.index(r) for r in want if r in reductions]
-        if not picked:
-            raise ValueError(f"backbone {name} has no stride-8 features (strides {reductions})")
         # timm builds only the blocks up to the last requested level: no compute past stride 16.
+        picked = _levels(reductions, fpn, name)
         body = create_backbone(name, pretrained, option, out_indices=picked)
-        self.indices = list(range(len(picked)))
-        self.body = body
-        in_ch = [body.feature_info.channels()[i] for i in self.indices]
-        self.fpn = FeaturePyramidNetwork(in_ch, channels) if fpn else None
-        self.proj = None if fpn else nn.Conv2d(in_ch[0], channels, 1)
-        self.out_channels = channels
+        self._neck(body, list(range(len(picked))), fpn, channels)
         mean, std = input_normalisation(body)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def _neck(self, body: nn.Module, indices: list[int], fpn: bool, channels: int) -> None:
+        self.body, self.indices = body, indices
+        in_ch = [body.feature_info.channels()[i] for i in indices]
+        self.fpn = FeaturePyramidNetwork(in_ch, channels) if fpn else None
+        self.proj = None if fpn else nn.Conv2d(in_ch[0], channels, 1)
+        self.out_channels = channels
 
     @property
     def levels(self) -> int:
@@ -51,14 +51,72 @@ class RPNBackbone(nn.Module):
     @property
     def strides(self) -> list[int]:
         """The stride of each output level (8, or 8 and 16)."""
-        return list(self.body.feature_info.reduction())
+        reductions = self.body.feature_info.reduction()
+        return [reductions[i] for i in self.indices]
+
+    def neck(self, feats: list[torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
+        """The RPN's levels from the body's feature list."""
+        picked = OrderedDict((str(k), feats[i]) for k, i in enumerate(self.indices))
+        if self.fpn is not None:
+            return self.fpn(picked)
+        return OrderedDict(p0=self.proj(picked["0"]))
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        feats = self.body((x - self.mean) / self.std)
-        feats = OrderedDict((str(k), feats[i]) for k, i in enumerate(self.indices))
-        if self.fpn is not None:
-            return self.fpn(feats)
-        return OrderedDict(p0=self.proj(feats["0"]))
+        return self.neck(self.body((x - self.mean) / self.std))
+
+
+class SharedBackbone(RPNBackbone):
+    """``rdn.backbone: shared``: the image model's light adaptation and backbone, frozen, under the RDN's
+    own neck. Two-level inference then runs the backbone once for both (nightlab.inference.image_pass);
+    the RDN keeps a copy of those weights, so it also runs on its own (training, HDM, recall, export).
+
+    Frozen, not trained jointly: the hard classes, and so the RDN's targets, are chosen from the trained
+    image model's IoU (docs/design.md 1.2), and training the backbone further would change the image
+    model those choices were made on.
+    """
+
+    def __init__(self, image_model: SegModel, fpn: bool, channels: int = 128):
+        nn.Module.__init__(self)
+        reductions = image_model.backbone.feature_info.reduction()
+        self._neck(image_model.backbone, _levels(reductions, fpn, "the image model's backbone"), fpn, channels)
+        self.light = image_model.light
+        self.register_buffer("mean", image_model.mean.clone(), persistent=False)
+        self.register_buffer("std", image_model.std.clone(), persistent=False)
+        for frozen in self.frozen():
+            frozen.requires_grad_(False)
+
+    def frozen(self) -> list[nn.Module]:
+        return [m for m in (self.body, self.light) if m is not None]
+
+    def train(self, mode: bool = True) -> SharedBackbone:
+        super().train(mode)
+        for frozen in self.frozen():  # batch-norm statistics stay the image model's
+            frozen.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        if self.light is not None:
+            x, _ = self.light(x)
+        return self.neck(self.body((x - self.mean) / self.std))
+
+
+def shares_backbone(rdn: RDN, image_model: nn.Module) -> bool:
+    """Whether ``rdn`` runs on ``image_model``'s own backbone: a shared-backbone RDN holding the same
+    weights (an RDN trained on another image model keeps that model's weights, and runs on its own)."""
+    if not (isinstance(rdn.backbone, SharedBackbone) and isinstance(image_model, SegModel)):
+        return False
+    mine = {**image_model.backbone.state_dict(prefix="body."),
+            **({} if image_model.light is None else image_model.light.state_dict(prefix="light."))}
+    theirs = {k: v for k, v in rdn.backbone.state_dict().items() if k.startswith(("body.", "light."))}
+    return mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k].to(mine[k].device)) for k in mine)
+
+
+def _levels(reductions: list[int], fpn: bool, what: str) -> list[int]:
+    """Indices of the stride-8 (and, with the FPN, stride-16) features among a backbone's levels."""
+    picked = [reductions.index(r) for r in ([8, 16] if fpn else [8]) if r in reductions]
+    if not picked:
+        raise ValueError(f"backbone {what} has no stride-8 features (strides {reductions})")
+    return picked
 
 
 def auto_anchor_sizes(box_sides: np.ndarray, n: int = 4) -> tuple[int, ...]:
@@ -71,12 +129,16 @@ def auto_anchor_sizes(box_sides: np.ndarray, n: int = 4) -> tuple[int, ...]:
 
 
 class RDN(nn.Module):
-    def __init__(self, backbone: str, anchor_sizes, aspect_ratios=(0.5, 1.0, 2.0), fpn: bool = False,
+    """``backbone``: a timm model name (the RDN's own backbone) or a built :class:`RPNBackbone`, such
+    as a :class:`SharedBackbone`."""
+
+    def __init__(self, backbone: str | RPNBackbone, anchor_sizes, aspect_ratios=(0.5, 1.0, 2.0), fpn: bool = False,
                  pre_nms_top_n: int = 600, post_nms_top_n: int = 100, nms_thresh: float = 0.7,
                  fg_iou_thresh: float = 0.5, bg_iou_thresh: float = 0.3, pretrained: str | None = None,
                  option: str = "rdn.pretrained"):
         super().__init__()
-        self.backbone = RPNBackbone(backbone, fpn, pretrained=pretrained, option=option)
+        self.backbone = backbone if isinstance(backbone, RPNBackbone) else RPNBackbone(
+            backbone, fpn, pretrained=pretrained, option=option)
         levels = self.backbone.levels
         sizes = tuple(int(s) for s in anchor_sizes)
         if levels == 1:
@@ -127,21 +189,41 @@ class RDN(nn.Module):
         return boxes, scores, losses
 
 
-def build_rdn(cfg, anchor_sizes) -> RDN:
-    return RDN(cfg.backbone, anchor_sizes, cfg.aspect_ratios, cfg.fpn, cfg.pre_nms_top_n, cfg.post_nms_top_n,
+SHARED = "shared"  # the rdn.backbone value that puts the RPN on the image model's frozen backbone
+
+
+def build_rdn(cfg, anchor_sizes, image_model: SegModel | None = None) -> RDN:
+    """From an RdnConfig; ``image_model`` (trained) is needed, and only used, with ``backbone: shared``."""
+    backbone = cfg.backbone
+    if cfg.backbone == SHARED:
+        if not isinstance(image_model, SegModel):
+            raise ValueError("rdn.backbone: shared needs the image model built by this pipeline (a SegModel), "
+                             f"not {type(image_model).__name__}")
+        backbone = SharedBackbone(image_model, cfg.fpn)
+    return RDN(backbone, anchor_sizes, cfg.aspect_ratios, cfg.fpn, cfg.pre_nms_top_n, cfg.post_nms_top_n,
                cfg.nms_thresh, cfg.fg_iou_thresh, cfg.bg_iou_thresh, cfg.pretrained,
                f"{getattr(cfg, 'SECTION', 'rdn')}.pretrained")
 
 
-def rdn_config(cfg, anchor_sizes) -> dict:
-    return {"arch": "rdn", "backbone": cfg.backbone, "fpn": cfg.fpn, "anchor_sizes": list(anchor_sizes),
-            "aspect_ratios": list(cfg.aspect_ratios), "pre_nms_top_n": cfg.pre_nms_top_n,
-            "post_nms_top_n": cfg.post_nms_top_n, "nms_thresh": cfg.nms_thresh,
-            "fg_iou_thresh": cfg.fg_iou_thresh, "bg_iou_thresh": cfg.bg_iou_thresh, "image_scale": cfg.image_scale}
+def rdn_config(cfg, anchor_sizes, image_config: dict | None = None) -> dict:
+    """What :func:`rdn_from_config` rebuilds the network from; with ``backbone: shared`` the image model's
+    saved config (``image_config``) too."""
+    c = {"arch": "rdn", "backbone": cfg.backbone, "fpn": cfg.fpn, "anchor_sizes": list(anchor_sizes),
+         "aspect_ratios": list(cfg.aspect_ratios), "pre_nms_top_n": cfg.pre_nms_top_n,
+         "post_nms_top_n": cfg.post_nms_top_n, "nms_thresh": cfg.nms_thresh,
+         "fg_iou_thresh": cfg.fg_iou_thresh, "bg_iou_thresh": cfg.bg_iou_thresh, "image_scale": cfg.image_scale}
+    if cfg.backbone == SHARED:
+        c["image_model"] = dict(image_config)
+    return c
 
 
 def rdn_from_config(c: dict) -> RDN:
-    return RDN(c["backbone"], c["anchor_sizes"], c["aspect_ratios"], c["fpn"], c["pre_nms_top_n"],
+    backbone = c["backbone"]
+    if backbone == SHARED:
+        from nightlab.models.store import seg_from_config
+
+        backbone = SharedBackbone(seg_from_config(c["image_model"]), c["fpn"])
+    return RDN(backbone, c["anchor_sizes"], c["aspect_ratios"], c["fpn"], c["pre_nms_top_n"],
                c["post_nms_top_n"], c["nms_thresh"], c["fg_iou_thresh"], c["bg_iou_thresh"])
 
 

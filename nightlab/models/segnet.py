@@ -66,14 +66,22 @@ class SegModel(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
-    def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """Returns (logits, light curve parameters or None, re-lit image)."""
+    def features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None, torch.Tensor]:
+        """The backbone's features at every level, the light curve parameters (or None), the re-lit image."""
         alpha = None
         if self.light is not None:
             x, alpha = self.light(x)
-        feats = self.backbone((x - self.mean) / self.std)
+        return self.backbone((x - self.mean) / self.std), alpha, x
+
+    def decode(self, feats: list[torch.Tensor], size) -> torch.Tensor:
+        """Logits at ``size`` (h, w) from :meth:`features`."""
         logits = self.decoder([feats[i] for i in self.levels])
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False), alpha, x
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+    def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Returns (logits, light curve parameters or None, re-lit image)."""
+        feats, alpha, x = self.features(x)
+        return self.decode(feats, x.shape[-2:]), alpha, x
 
     def forward(self, x: torch.Tensor, aux: bool = False):
         """Logits; with ``aux`` the tuple of forward_with_aux (training calls it this way so that a

@@ -45,9 +45,14 @@ def seg_config(cfg) -> dict:
                if hasattr(cfg, k)}}
 
 
+def seg_from_config(cfg: dict) -> SegModel:
+    """The untrained network of a :func:`seg_config` dict."""
+    return SegModel(cfg["backbone"], cfg["num_classes"], cfg["decoder_channels"], cfg["light_adaptation"])
+
+
 def load_seg_model(model_dir: str | Path, device="cpu") -> tuple[SegModel, dict]:
     state, cfg = load_state(model_dir)
-    model = SegModel(cfg["backbone"], cfg["num_classes"], cfg["decoder_channels"], cfg["light_adaptation"])
+    model = seg_from_config(cfg)
     model.load_state_dict(state)
     return model.to(device).eval(), cfg
 
