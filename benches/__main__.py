@@ -90,6 +90,9 @@ def main(argv=None) -> int:
     ap.add_argument("--only", help=f"comma-separated subset of: {', '.join(BENCHES)}")
     ap.add_argument("--models", help="trained models/ for the inference and onnx benchmarks (default: the project's "
                                      "models/ if complete, else a tiny-profile dvc repro in a temporary copy)")
+    ap.add_argument("--shared-detector", help="inference: also time two-level inference with this detector (a "
+                                              "model directory of an rdn.backbone: shared RDN/HDM on the same image "
+                                              "model), side by side")
     ap.add_argument("--out", type=Path, default=HERE, help="where RESULTS.md and results.json go (default benches/)")
     a = ap.parse_args(argv)
     names = list(BENCHES) if not a.only else [n.strip() for n in a.only.split(",") if n.strip()]
@@ -108,6 +111,8 @@ def main(argv=None) -> int:
         print(f"[{i}/{len(names)}] {name} ...", flush=True)
         module = importlib.import_module(BENCHES[name])
         kwargs = {"models": a.models} if name in ("inference", "onnx") else {}
+        if name == "inference" and a.shared_detector:
+            kwargs["shared_detector"] = a.shared_detector
         t0 = time.perf_counter()
         try:
             r = module.run(a.quick, **kwargs)

@@ -51,8 +51,10 @@ def _timed(fn, device) -> float:
     return time.perf_counter() - t
 
 
-def measure(two: TwoLevel, images: list[np.ndarray], repeat: int, amp: bool = False) -> dict:
-    """Median seconds per image of every variant and part, and the regions per image."""
+def measure(two: TwoLevel, images: list[np.ndarray], repeat: int, amp: bool = False,
+            others: dict[str, TwoLevel] | None = None) -> dict:
+    """Median seconds per image of every variant and part, and the regions per image. ``others``: more
+    two-level models (e.g. with another detector) timed in the same rounds as ``two_level.<name>``."""
     device = two.device
     ctx = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if amp else contextlib.nullcontext
     state: dict = {}
@@ -72,6 +74,7 @@ def measure(two: TwoLevel, images: list[np.ndarray], repeat: int, amp: bool = Fa
         "two_level": lambda img: two(img),
         "full_res": lambda img: image_level(img, 1.0),
         "part.detector_own_pass": lambda img: propose(two.detector, [img], two.det_scale, device),
+        **{f"two_level.{name}": other for name, other in (others or {}).items()},
     }
     times = {k: np.zeros((repeat, len(images))) for k in [*variants, "part.first_level", "part.regions"]}
     with torch.inference_mode(), ctx():
@@ -90,6 +93,8 @@ def measure(two: TwoLevel, images: list[np.ndarray], repeat: int, amp: bool = Fa
     return {"median_s": med, "per_image_s": {k: v.tolist() for k, v in per_image.items()},
             "two_level_over_image": med["two_level"] / med["image"],
             "two_level_over_full_res": med["two_level"] / med["full_res"],
+            **{f"two_level.{name}_over_{base}": med[f"two_level.{name}"] / med[base] for name in others or {}
+               for base in ("image", "full_res")},
             "regions_per_image": n_regions, "one_backbone_pass": two.one_pass, "images": len(images),
             "repeat": repeat}
 

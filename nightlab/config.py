@@ -456,7 +456,8 @@ class MergeConfig(_Strict):
     """Two-level inference (supplement section B, docs/design.md 1.7)."""
     score_thresh: float = Field(0.0, ge=0.0, le=1.0, description="proposals with objectness >= this ...")
     nms_thresh: float = Field(0.5, gt=0.0, le=1.0, description="... after NMS at this IoU ...")
-    max_regions: int = Field(10, ge=0, le=1000, description="... the top K per image (chosen on val)")
+    max_regions: int = Field(2, ge=0, le=1000, description="... the top K per image (2: the fewest of 2-10 within "
+                             "0.1 mIoU of K=10 on val; reports/decisions.md)")
     batch_size: int = Field(32, ge=1, description="crops per region-model batch")
     panel_images: int = Field(4, ge=0, le=64, description="report images in the qualitative panel")
 
@@ -464,7 +465,7 @@ class MergeConfig(_Strict):
 class EvaluationConfig(_Strict):
     """What evaluate_merged measures beside the headline (docs/design.md 1.8)."""
     ks: Annotated[tuple[int, ...], BeforeValidator(_tuple)] = Field(
-        (5, 10, 20), min_length=1, description="regions per image for the equal-budget curves")
+        (2, 5, 10, 20), min_length=1, description="regions per image for the equal-budget curves")
     bootstrap: int = Field(1000, ge=100, le=100_000, description="paired per-image bootstrap resamples for CIs")
     bootstrap_seed: int = Field(0, ge=0)
     entropy_threshold: float = Field(0.7, ge=0.0, le=1.0, description="the uncertainty selector's boxes surround "

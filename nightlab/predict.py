@@ -34,21 +34,24 @@ class Prediction:
 
 class TwoLevel:
     def __init__(self, models: str | Path = "models", hard: str | Path = "reports/hard_classes.json",
-                 detector: str = "hdm", device="cpu", score_thresh=0.0, nms_thresh=0.5, max_regions=10,
+                 detector: str = "hdm", device="cpu", score_thresh=0.0, nms_thresh=0.5, max_regions=2,
                  batch_size=32, window: tuple[int, int] | None = None):
         models = Path(models)
         self.device = torch.device(device)
         self.image_model, icfg = load_image_model(models / "image", self.device)
         self.region_model, rcfg = load_seg_model(models / "region", self.device)
-        self.detector, dcfg = load_rdn(models / detector, self.device)
         self.image_scale, self.rule = icfg["image_scale"], CropRule.of(rcfg)
-        self.det_scale = dcfg["image_scale"]
         self.window = window
         self.hard = read_hard_classes(hard)
         self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
         self.max_regions, self.batch_size = max_regions, batch_size
+        self.use_detector(*load_rdn(models / detector, self.device))
+
+    def use_detector(self, detector, config: dict) -> None:
+        """Take the regions from ``detector`` (an RDN on this device, and its saved config)."""
+        self.detector, self.det_scale = detector, config["image_scale"]
         # A shared-backbone detector of this very image model, at its scale: one backbone pass for both.
-        self.one_pass = shares_backbone(self.detector, self.image_model) and self.det_scale == self.image_scale
+        self.one_pass = shares_backbone(detector, self.image_model) and self.det_scale == self.image_scale
 
     @classmethod
     def from_params(cls, merge, detector: str = "hdm", models="models", hard="reports/hard_classes.json",

@@ -181,7 +181,7 @@ def test_splits_are_selectors_and_report_must_be_held_out_unless_allowed():
 
 def test_params_view_allows_only_declared_keys():
     view = ParamsView(parse_params({}), ["seed", "hard_classes.threshold", "merge", "splits.select"], stage="s")
-    assert view.seed == 0 and view.hard_classes.threshold == 0.3 and view.merge.max_regions == 10
+    assert view.seed == 0 and view.hard_classes.threshold == 0.3 and view.merge.max_regions == 2
     assert str(view.splits.select[0]) == "*/val/night"
     with pytest.raises(UndeclaredParam, match="'splits.report'"):
         view.splits.report  # noqa: B018

@@ -125,6 +125,24 @@ def test_onnx_rdn_network_matches_eager_and_gives_the_same_proposals(rdn_dir, tm
         assert torch.allclose(b, eb, atol=1e-3) and torch.allclose(s, es, atol=1e-5)
 
 
+def test_onnx_shared_backbone_rdn_network_matches_eager(model_dir, tmp_path):
+    """rdn.backbone: shared exports the image model's light adaptation and backbone with the RPN head."""
+    from nightlab.models.rdn import SharedBackbone
+
+    image_model, image_cfg = load_seg_model(model_dir)
+    torch.manual_seed(0)
+    rdn = RDN(SharedBackbone(image_model, False), (8, 16, 32)).eval()
+    with torch.no_grad():
+        for p in rdn.rpn.head.parameters():
+            p.normal_(0, 0.1)
+    d = tmp_path / "shared"
+    save_model(d, rdn, rdn_config(SimpleNamespace(**{**vars(RDN_CFG), "backbone": "shared", "fpn": False}),
+                                  (8, 16, 32), image_cfg))
+    out = tmp_path / "rdn.onnx"
+    assert export_onnx(d, out, (64, 96)) <= 1e-4
+    assert [o.name for o in ort_session(out).get_outputs()] == ["objectness_s8", "box_deltas_s8"]
+
+
 def test_onnx_export_beyond_tolerance_fails_and_writes_nothing(model_dir, tmp_path):
     with pytest.raises(ExportError, match=r"image\.onnx: onnxruntime differs from eager PyTorch by .* not written"):
         export_onnx(model_dir, tmp_path / "image.onnx", (32, 64), atol=1e-12)

@@ -1,0 +1,91 @@
+"""PyTorch CPU runtime settings for the two models of two-level inference, side by side.
+
+Per image, on the same images as the inference benchmark: the image model's forward pass on the
+scaled image, and the region model's on that image's views (the default K regions, one batch),
+under each setting, in turns within every round:
+
+* ``eager``: how nightlab runs them (inference mode, contiguous tensors, torch's threads);
+* ``channels_last``: weights and inputs in NHWC (oneDNN's preferred layout);
+* ``1 thread``: ``torch.set_num_threads(1)`` (small convolutions may not pay for a second thread);
+* ``TorchScript frozen``: ``torch.jit.trace`` + ``freeze`` + ``optimize_for_inference`` (batch norm
+  folded into the convolutions, oneDNN weight pre-packing);
+* ``torch.compile``: inductor, static shapes (compiled once per model on the first input, that
+  compile time not counted; an input of another shape would compile again).
+
+ONNX Runtime is measured by the onnx benchmark. Forward passes only, medians over rounds then images.
+"""
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+
+import numpy as np
+import torch
+
+from nightlab.data.dataset import resize_pair, to_tensor
+from nightlab.predict import TwoLevel
+from nightlab.regions import CropRule, cut, int_box, views
+
+SETTINGS = ("eager", "channels_last", "1 thread", "TorchScript frozen", "torch.compile")
+
+
+def region_batch(image: np.ndarray, boxes, rule: CropRule) -> torch.Tensor:
+    """Every view of every box, as the region model gets them (nightlab.inference.region_probs), one batch."""
+    h, w = image.shape[:2]
+    img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    wins = [v for b in boxes for v in views(int_box(b, h, w), h, w, rule)]
+    if not wins:
+        return torch.zeros((0, 3, rule.size, rule.size))
+    return torch.stack([cut(img, v, rule.size) for v in wins]).div_(255)
+
+
+def _frozen(model, example):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer and deprecation notices
+        return torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, example)))
+
+
+def _timed(fn, x) -> float:
+    t = time.perf_counter()
+    fn(x)
+    return time.perf_counter() - t
+
+
+def measure(two: TwoLevel, images: list[np.ndarray], repeat: int) -> dict:
+    """Median ms per image of each setting for the image model and the region model, and each setting's
+    ratio to eager (< 1: faster)."""
+    threads = torch.get_num_threads()
+    with torch.inference_mode():
+        inputs = {"image": [to_tensor(resize_pair(img, None, two.image_scale)[0])[None] for img in images],
+                  "region": [region_batch(img, two.first_level(img)[1], two.rule) for img in images]}
+        inputs["region"] = [x for x in inputs["region"] if len(x)]
+        models = {"image": two.image_model, "region": two.region_model}
+        runs = {}
+        for part, model in models.items():
+            first = inputs[part][0]
+            cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+            compiled = torch.compile(copy.deepcopy(model), dynamic=False)
+            runs[part] = {
+                "eager": model,
+                "channels_last": lambda x, cl=cl: cl(x.contiguous(memory_format=torch.channels_last)),
+                "1 thread": model,
+                "TorchScript frozen": _frozen(model, first),
+                "torch.compile": compiled,
+            }
+        times = {(part, s): np.zeros((repeat, len(inputs[part]))) for part in models for s in SETTINGS}
+        for part in models:
+            for s, fn in runs[part].items():  # warm-up; torch.compile compiles here, once per input shape
+                for x in inputs[part] if s == "torch.compile" else inputs[part][:2]:
+                    fn(x)
+        for r in range(repeat):
+            for part in models:
+                for i, x in enumerate(inputs[part]):
+                    for s, fn in runs[part].items():
+                        torch.set_num_threads(1 if s == "1 thread" else threads)
+                        times[part, s][r, i] = _timed(fn, x)
+        torch.set_num_threads(threads)
+    med = {f"{part}.{s}": float(np.median(np.median(v, 0))) for (part, s), v in times.items()}
+    return {"median_s": med, "threads": threads,
+            "ratio": {k: v / med[f"{k.split('.')[0]}.eager"] for k, v in med.items()},
+            "region_views": float(np.mean([len(x) for x in inputs["region"]]))}
