@@ -72,7 +72,10 @@ def _model_and_loss(p, name: str):
     if name == "rdn":
         cfg = p.rdn.model_copy(update={"pretrained": None})
         sizes = (16, 32, 64, 128) if cfg.anchor_sizes == "auto" else cfg.anchor_sizes
-        return build_rdn(cfg, sizes), rpn_loss, cfg.train, "sgd"
+        image = None  # rdn.backbone: shared trains on the image model's (frozen) backbone: an untrained one here
+        if cfg.backbone == "shared":
+            image = build_seg_model(p.image_model.model_copy(update={"pretrained": None}), NUM_CLASSES)
+        return build_rdn(cfg, sizes, image), rpn_loss, cfg.train, "sgd"
     cfg = getattr(p, name).model_copy(update={"pretrained": None})
     return build_seg_model(cfg, NUM_CLASSES), make_loss(cfg), cfg.train, "adamw"
 

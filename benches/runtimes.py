@@ -2,7 +2,7 @@
 
 Per image, on the same images as the inference benchmark: the image model's forward pass on the
 scaled image, and the region model's on that image's views (the default K regions, one batch),
-under each setting, in turns within every round:
+under each setting, in turns within every round (each setting over all images, then the next):
 
 * ``eager``: how nightlab runs them (inference mode, contiguous tensors, torch's threads);
 * ``channels_last``: weights and inputs in NHWC (oneDNN's preferred layout);
@@ -78,13 +78,16 @@ def measure(two: TwoLevel, images: list[np.ndarray], repeat: int) -> dict:
             for s, fn in runs[part].items():  # warm-up; torch.compile compiles here, once per input shape
                 for x in inputs[part] if s == "torch.compile" else inputs[part][:2]:
                     fn(x)
-        for r in range(repeat):
-            for part in models:
-                for i, x in enumerate(inputs[part]):
+        try:  # each round runs every setting in turn, over all images: a thread-count switch is never timed
+            for r in range(repeat):
+                for part in models:
                     for s, fn in runs[part].items():
                         torch.set_num_threads(1 if s == "1 thread" else threads)
-                        times[part, s][r, i] = _timed(fn, x)
-        torch.set_num_threads(threads)
+                        fn(inputs[part][0])  # untimed: the first call after a switch
+                        for i, x in enumerate(inputs[part]):
+                            times[part, s][r, i] = _timed(fn, x)
+        finally:
+            torch.set_num_threads(threads)
     med = {f"{part}.{s}": float(np.median(np.median(v, 0))) for (part, s), v in times.items()}
     return {"median_s": med, "threads": threads,
             "ratio": {k: v / med[f"{k.split('.')[0]}.eager"] for k, v in med.items()},

@@ -94,7 +94,8 @@ class CPUSyncBatchNorm(torch.nn.BatchNorm2d):
 
 def sync_batchnorm(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """Every BatchNorm2d of ``model`` synchronised across ranks: torch's SyncBatchNorm on GPUs,
-    CPUSyncBatchNorm on CPU. Parameters and buffers keep their names (checkpoints do not change)."""
+    CPUSyncBatchNorm on CPU. Parameters and buffers keep their names (checkpoints do not change). On
+    CPU the parameters are new objects: call it before building the optimizer."""
     if device.type == "cuda":
         return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     for name, child in model.named_children():
@@ -102,6 +103,9 @@ def sync_batchnorm(model: torch.nn.Module, device: torch.device) -> torch.nn.Mod
             sync = CPUSyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
                                     child.track_running_stats)
             sync.load_state_dict(child.state_dict())
+            sync.train(child.training)
+            for new, old in zip(sync.parameters(), child.parameters()):  # a frozen BatchNorm stays frozen
+                new.requires_grad_(old.requires_grad)
             setattr(model, name, sync)
         else:
             sync_batchnorm(child, device)

@@ -109,6 +109,9 @@ def fit(model, dataset: Dataset, loss_fn, cfg, out_dir: str | Path, seed: int, d
     main = rank == 0
     if size > 1 and cfg.batch_size % size:
         raise ValueError(f"train.batch_size {cfg.batch_size} is not divisible by the {size} processes")
+    if size > 1 and sync_bn:  # BatchNorm statistics over the global batch, as in the single-process run.
+        # Before the optimizer: on CPU the synchronised BatchNorms are new modules with new parameters.
+        model = sync_batchnorm(model, device)
     trainable = [q for q in model.parameters() if q.requires_grad]  # a frozen part (rdn.backbone: shared) stays out
     if optimizer == "sgd":  # detection heads train best with SGD + momentum, as in torchvision's references
         optimizer = torch.optim.SGD(trainable, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
@@ -133,9 +136,7 @@ def fit(model, dataset: Dataset, loss_fn, cfg, out_dir: str | Path, seed: int, d
     bar = tqdm(total=cfg.iters, initial=it, desc=desc, dynamic_ncols=True, mininterval=1.0, disable=not main)
     net = model  # what the loss calls: under torch.distributed, a DDP wrapper that averages gradients
     if size > 1:
-        if sync_bn:  # BatchNorm statistics over the global batch, as in the single-process run
-            net = sync_batchnorm(model, device)
-        net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     def on_step(i, loss, lr):
         rate = (i - n0) / max(time.perf_counter() - t0, 1e-9)

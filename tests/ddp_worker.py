@@ -46,12 +46,17 @@ class NoNormNet(nn.Module):
         return (logits, None, x) if aux else logits
 
 
+def initial_model(batchnorm: bool, seed: int) -> torch.nn.Module:
+    """The untrained model of :func:`train`: the same weights for the same seed."""
+    torch.manual_seed(seed)
+    return SegModel("test_resnet", CLASSES, decoder_channels=8, light_adaptation=True) if batchnorm else NoNormNet()
+
+
 def train(out_dir: str, iters: int, batch_size: int, seed: int = 0, batchnorm: bool = True) -> dict:
     """Train a tiny SegModel (or NoNormNet) with nightlab.train.fit, in this process or as one rank of several."""
     device = setup(torch.device("cpu"))
     seed_everything(seed)
-    torch.manual_seed(seed)
-    model = SegModel("test_resnet", CLASSES, decoder_channels=8, light_adaptation=True) if batchnorm else NoNormNet()
+    model = initial_model(batchnorm, seed)
     cfg = ImageTrainConfig(iters=iters, batch_size=batch_size, lr=3e-3, ckpt_every=iters, log_every=1, amp=False)
     loss = make_loss(SimpleNamespace(night_aware_loss=True, dark_weight=1.0, light_reg=0.01))
     curve = fit(model, Patches(24, seed), loss, cfg, Path(out_dir), seed, device, {"seed": seed}, desc="ddp test")

@@ -70,6 +70,16 @@ def test_segmodel_two_processes_reach_the_single_process_metrics(segmodel):
     assert abs(one["mIoU"] - two["mIoU"]) <= 0.05, (one["mIoU"], two["mIoU"])
 
 
+def test_batchnorm_weights_train_in_two_processes(segmodel):
+    """The synchronised BatchNorms are swapped in before the optimizer is built: their weights train."""
+    init = dict(ddp_worker.initial_model(batchnorm=True, seed=0).named_parameters())
+    for run in segmodel[:2]:
+        bn = [k for k in run["params"] if ".bn" in f".{k}" and k.endswith((".weight", ".bias"))]
+        assert len(bn) >= 10
+        moved = [k for k in bn if (run["params"][k] - init[k]).abs().max().item() > 1e-4]
+        assert len(moved) == len(bn), sorted(set(bn) - set(moved))
+
+
 def test_only_rank_zero_writes(segmodel):
     _, _, two_dir = segmodel
     assert sorted(p.name for p in two_dir.iterdir()) == ["checkpoint.pt", "train_log.csv"]

@@ -202,3 +202,13 @@ def test_a_shared_backbone_detector_runs_in_the_image_models_pass_with_the_same_
     assert np.array_equal(fused.boxes, alone.boxes) and np.array_equal(fused.merged, alone.merged)
     assert np.array_equal(fused.image, alone.image)
     assert not TwoLevel(models, models / "hard.json").one_pass  # a detector with its own backbone
+
+    # A sliding window that tiles the scaled image (32x48 here) leaves no whole-image features to share.
+    two.one_pass = True
+    two.window = (32, 48)
+    assert two._fused(image)  # the scaled image fits the window: one pass
+    two.window = (16, 32)
+    assert not two._fused(image)
+    tiled = two(image)
+    two.one_pass = False
+    assert np.array_equal(tiled.merged, two(image).merged) and np.array_equal(tiled.boxes, two(image).boxes)

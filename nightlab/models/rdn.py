@@ -67,7 +67,8 @@ class RPNBackbone(nn.Module):
 
 class SharedBackbone(RPNBackbone):
     """``rdn.backbone: shared``: the image model's light adaptation and backbone, frozen, under the RDN's
-    own neck. Two-level inference then runs the backbone once for both (nightlab.inference.image_pass);
+    own neck. Two-level inference then runs the backbone once for both
+    (nightlab.inference.image_probs_and_proposals);
     the RDN keeps a copy of those weights, so it also runs on its own (training, HDM, recall, export).
 
     Frozen, not trained jointly: the hard classes, and so the RDN's targets, are chosen from the trained
