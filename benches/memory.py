@@ -28,9 +28,44 @@ def _paths(entries) -> list[str]:
     return [next(iter(e)) if isinstance(e, dict) else e for e in entries or []]
 
 
+def _lookup(data, dotted: str):
+    for part in dotted.split("."):
+        data = data[part]
+    return data
+
+
+def _substitute(node, values: dict):
+    """``${name}`` / ``${name.field}`` in every string of ``node`` from ``values`` (DVC's foreach syntax)."""
+    if isinstance(node, str):
+        return re.sub(r"\$\{([^}]+)\}", lambda m: str(_lookup(values, m.group(1))), node)
+    if isinstance(node, list):
+        return [_substitute(v, values) for v in node]
+    if isinstance(node, dict):
+        return {_substitute(k, values): _substitute(v, values) for k, v in node.items()}
+    return node
+
+
+def expand_foreach(stages: dict, params: dict) -> dict:
+    """dvc.yaml's ``foreach``/``do`` stages as the plain stages DVC makes of them (``name@key``), their
+    list or mapping read from ``params``; a foreach over an empty mapping makes no stage."""
+    out = {}
+    for name, stage in stages.items():
+        if "foreach" not in stage:
+            out[name] = stage
+            continue
+        items = stage["foreach"]
+        if isinstance(items, str):  # "${data.sources}"
+            items = _lookup(params, items.strip()[2:-1])
+        pairs = items.items() if isinstance(items, dict) else enumerate(items)
+        for key, item in pairs:
+            out[f"{name}@{key}"] = _substitute(stage["do"], {"key": key, "item": item})
+    return out
+
+
 def stage_order(dvc_yaml: Path) -> list[tuple[str, str]]:
     """(name, cmd) of every stage, each after the stages whose outs it depends on (dvc.yaml order otherwise)."""
-    stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
+    params = yaml.safe_load((dvc_yaml.parent / "params.yaml").read_text())
+    stages = expand_foreach(yaml.safe_load(dvc_yaml.read_text())["stages"], params)
     outs = {n: _paths(s.get("outs")) + _paths(s.get("metrics")) + _paths(s.get("plots")) for n, s in stages.items()}
 
     def needs(name):
