@@ -8,11 +8,13 @@ import platform
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from flows.testing import BIN, ROOT, PrefectServer, commit, copy_project, git, stage_env, write_params
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test scaffolding lives with the tests
+from scaffold import BIN, ROOT, PrefectServer, commit, copy_project, git, stage_env, write_params  # noqa: E402
 
 __all__ = ["BIN", "ROOT", "PrefectServer", "commit", "copy_project", "git", "stage_env", "write_params"]
 
@@ -43,7 +45,7 @@ def figure(name: str, value, unit: str = "", target: str | None = None, met: boo
     return {"figure": name, "value": value, "unit": unit, "target": target, "met": met, "summary": summary}
 
 
-# ---- project copies, the Prefect server: flows/testing.py (shared with the tests) -----------
+# ---- project copies, the Prefect server: tests/scaffold.py (shared with the tests) ----------
 
 def temp_dir(name: str) -> Path:
     """A temporary directory removed when the runner exits."""

@@ -12,28 +12,29 @@ tiny-profile ``dvc repro`` in a temporary copy.
 """
 from __future__ import annotations
 
-import copy
+from dataclasses import replace
 from pathlib import Path
 
 from benches import runtimes
 from benches.common import ROOT, figure, tiny_project
 from benches.two_level_timing import measure
+from flows.paths import HARD_CLASSES, MANIFEST, MODELS, PROJECT_MODELS
 from nightlab.config import load_params
 from nightlab.data.manifest import Manifest, read_manifest
 from nightlab.device import pick_device
 from nightlab.models.rdn import load_rdn
 from nightlab.predict import TwoLevel
+from nightlab.trained import Detector
 
 TARGET = 1.6
 FULL_RES_TARGET = 0.7
-PARTS = ("image", "region", "rdn", "hdm")
 
 
 def trained_project(models: str | Path | None) -> tuple[Path, str]:
     """The project whose models/ to use, and where it came from."""
-    d = Path(models) if models else ROOT / "models"
+    d = Path(models) if models else ROOT / MODELS
     proj = d.resolve().parent
-    needed = [d / p / "model.pt" for p in PARTS] + [proj / "reports/hard_classes.json", proj / "data/manifest.parquet"]
+    needed = [d / m.name / "model.pt" for m in PROJECT_MODELS] + [proj / HARD_CLASSES, proj / MANIFEST]
     if all(f.is_file() for f in needed):
         return proj, f"models from {d}"
     if models:
@@ -43,7 +44,7 @@ def trained_project(models: str | Path | None) -> tuple[Path, str]:
 
 def project_manifest(proj: Path) -> Manifest:
     """The project's manifest, its data roots (relative to the project root, where stages run) made absolute."""
-    m = read_manifest(proj / "data/manifest.parquet")
+    m = read_manifest(proj / MANIFEST)
     return Manifest(m.df, {src: root if root.is_absolute() else proj / root for src, root in m.root.items()})
 
 
@@ -54,17 +55,17 @@ def run(quick: bool, models: str | None = None, shared_detector: str | None = No
     p = load_params(proj / "params.yaml")
     device = pick_device(p.device)
     sel = project_manifest(proj).select(p.splits.report)
-    two = TwoLevel.from_params(p.merge, "hdm", models=proj / "models", hard=proj / "reports/hard_classes.json",
-                               device=device, window=p.image_model.window)
+    two = TwoLevel.from_params(p, proj / MODELS, proj / HARD_CLASSES, "hdm", device)
     n, repeat = min(len(sel), 5 if quick else 30), 3 if quick else 5
     others = {}
     for k in p.evaluation.ks:  # the time side of the mIoU-vs-regions curve (reports/merged/k_curve.csv)
-        if k != two.max_regions:
-            others[f"K{k}"] = copy.copy(two)
-            others[f"K{k}"].max_regions = k
+        if k != two.selection.max_regions:
+            others[f"K{k}"] = TwoLevel(two.models, two.hard, replace(two.selection, max_regions=k), two.detector,
+                                       two.batch_size)
     if shared_detector:
-        others["shared"] = copy.copy(two)
-        others["shared"].use_detector(*load_rdn(shared_detector, device))
+        model, cfg = load_rdn(shared_detector, device)
+        two.models.detectors["shared"] = Detector(model, cfg["image_scale"])
+        others["shared"] = TwoLevel(two.models, two.hard, two.selection, "shared", two.batch_size)
         if not others["shared"].one_pass:
             raise ValueError(f"--shared-detector {shared_detector}: not a shared-backbone detector of "
                              f"{proj}/models/image")
@@ -78,7 +79,8 @@ def run(quick: bool, models: str | None = None, shared_detector: str | None = No
         "setup": f"{source}; {n} {', '.join(map(str, p.splits.report))} images of {h}x{w} on {device}, "
                  f"{len(two.hard)} hard classes, detector backbone {backbone}, "
                  f"{res['regions_per_image']:.1f} regions/image (merge.score_thresh "
-                 f"{two.score_thresh}, max_regions {two.max_regions}); full resolution = the image model at scale 1.0; "
+                 f"{two.selection.score_thresh}, max_regions {two.selection.max_regions}); full resolution = the "
+                 "image model at scale 1.0; "
                  f"runtime settings: forward passes of the image model and of the region model on "
                  f"{rt['region_views']:.1f} views/image, {rt['threads']} threads unless stated",
         "repeat": repeat,
@@ -95,7 +97,7 @@ def run(quick: bool, models: str | None = None, shared_detector: str | None = No
             figure("full-resolution image model per image", med["full_res"] * 1e3, "ms"),
             figure("regions per image", res["regions_per_image"]),
             *[figure(f"two-level at K={k} regions / {base}", res[f"two_level.K{k}_over_{key}"], "x")
-              for k in p.evaluation.ks if k != two.max_regions
+              for k in p.evaluation.ks if k != two.selection.max_regions
               for base, key in (("image-level", "image"), ("full-resolution image model", "full_res"))],
             *([figure("two-level with the shared-backbone detector / image-level", res["two_level.shared_over_image"],
                       "x", f"<= {TARGET}", res["two_level.shared_over_image"] <= TARGET),

@@ -1,7 +1,7 @@
 """Data loading at real frame size: peak memory and samples/s of ImageDataset without a cache, with the
 old unbounded cache and with a bounded one.
 
-A Cityscapes-layout dataset of 2048x1024 frames (flows.testing.synthetic_in_layout, labelIds PNGs
+A Cityscapes-layout dataset of 2048x1024 frames (tests/scaffold.py synthetic_in_layout, labelIds PNGs
 read through the cityscapes adapter) is iterated twice, in training mode as the NightCity profile
 uses it (image_scale 1.0, random 512x1024 crops, flips, colour jitter), in a shuffled order per pass
 as the training sampler's, once per variant:
@@ -47,7 +47,7 @@ def _variants(frames: int) -> dict[str, tuple[float, str]]:
 def run(quick: bool) -> dict:
     frames, repeat = (8, 1) if quick else (24, 3)
     root = temp_dir("loading") / "cityscapes"
-    from flows.testing import synthetic_in_layout
+    from scaffold import synthetic_in_layout  # tests/, on sys.path through benches.common
 
     t0 = time.perf_counter()
     synthetic_in_layout("cityscapes", root, "train", frames, h=H, w=W)

@@ -15,70 +15,23 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from benches.common import ROOT, copy_project, figure, prefect_server, sh, temp_dir
+from flows.pipeline import plan
 
 RSS_TARGET_GIB, WALL_TARGET_MIN = 4.0, 15.0
 LAUNCHER = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[2:]); "
             "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); sys.exit(rc)")
 
 
-def _paths(entries) -> list[str]:
-    return [next(iter(e)) if isinstance(e, dict) else e for e in entries or []]
+def stage_order(proj: Path) -> list[tuple[str, str]]:
+    """(name, cmd) of every stage of ``proj`` in the order the pipeline runs them, as DVC resolves them
+    (foreach stages expanded to ``name@key``): flows.pipeline.plan and DVC's own stage objects."""
+    from dvc.repo import Repo
 
-
-def _lookup(data, dotted: str):
-    for part in dotted.split("."):
-        data = data[part]
-    return data
-
-
-def _substitute(node, values: dict):
-    """``${name}`` / ``${name.field}`` in every string of ``node`` from ``values`` (DVC's foreach syntax)."""
-    if isinstance(node, str):
-        return re.sub(r"\$\{([^}]+)\}", lambda m: str(_lookup(values, m.group(1))), node)
-    if isinstance(node, list):
-        return [_substitute(v, values) for v in node]
-    if isinstance(node, dict):
-        return {_substitute(k, values): _substitute(v, values) for k, v in node.items()}
-    return node
-
-
-def expand_foreach(stages: dict, params: dict) -> dict:
-    """dvc.yaml's ``foreach``/``do`` stages as the plain stages DVC makes of them (``name@key``), their
-    list or mapping read from ``params``; a foreach over an empty mapping makes no stage."""
-    out = {}
-    for name, stage in stages.items():
-        if "foreach" not in stage:
-            out[name] = stage
-            continue
-        items = stage["foreach"]
-        if isinstance(items, str):  # "${data.sources}"
-            items = _lookup(params, items.strip()[2:-1])
-        pairs = items.items() if isinstance(items, dict) else enumerate(items)
-        for key, item in pairs:
-            out[f"{name}@{key}"] = _substitute(stage["do"], {"key": key, "item": item})
-    return out
-
-
-def stage_order(dvc_yaml: Path) -> list[tuple[str, str]]:
-    """(name, cmd) of every stage, each after the stages whose outs it depends on (dvc.yaml order otherwise)."""
-    params = yaml.safe_load((dvc_yaml.parent / "params.yaml").read_text())
-    stages = expand_foreach(yaml.safe_load(dvc_yaml.read_text())["stages"], params)
-    outs = {n: _paths(s.get("outs")) + _paths(s.get("metrics")) + _paths(s.get("plots")) for n, s in stages.items()}
-
-    def needs(name):
-        return {o for o, paths in outs.items() if o != name for d in _paths(stages[name].get("deps"))
-                for p in paths if d == p or d.startswith(p + "/") or p.startswith(d + "/")}
-
-    order: list[str] = []
-    while len(order) < len(stages):
-        ready = [n for n in stages if n not in order and needs(n) <= set(order)]
-        if not ready:
-            raise ValueError(f"{dvc_yaml}: dependency cycle among {sorted(set(stages) - set(order))}")
-        order.append(ready[0])
-    return [(n, stages[n]["cmd"]) for n in order]
+    order, _ = plan(proj)
+    with Repo(str(proj)) as repo:
+        cmds = {stage.addressing: stage.cmd for stage in repo.index.stages}
+    return [(name, cmds[name]) for name in order]
 
 
 def measure(cmd: str, cwd: Path, env: dict, report: Path) -> tuple[float, float]:
@@ -103,7 +56,7 @@ def run(quick: bool) -> dict:
     proj = copy_project(tmp / "proj", profile)
     env = prefect_server().env()
     rows, figures = [], []
-    for name, cmd in stage_order(proj / "dvc.yaml"):
+    for name, cmd in stage_order(proj):
         wall, rss = measure(cmd, proj, env, tmp / f"{name}.time")
         rows.append(dict(stage=name, wall_s=wall, peak_rss_gib=rss))
         figures.append(figure(f"{name}: peak RSS", rss, "GiB", f"<= {RSS_TARGET_GIB:g} GiB", rss <= RSS_TARGET_GIB,

@@ -21,43 +21,31 @@ import torch
 
 from benches.common import figure, temp_dir, timed
 from benches.inference import project_manifest, trained_project
+from flows.paths import MODELS
 from nightlab.config import load_params
-from nightlab.data.dataset import resize_pair, to_tensor
 from nightlab.export import ONNX_OPSET, export_onnx, onnx_max_diff, ort_session
-from nightlab.inference import propose
-from nightlab.predict import TwoLevel
-from nightlab.regions import CropRule, cut, int_box, views
+from nightlab.inference import model_input, region_inputs
+from nightlab.trained import TrainedModels
 
 ATOL = 1e-4
-
-
-def _crops(image: np.ndarray, boxes: np.ndarray, rule: CropRule) -> torch.Tensor:
-    """The region model's input batch: every view of every box, cut and zoomed as
-    nightlab.inference.region_probs does."""
-    h, w = image.shape[:2]
-    img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-    wins = [win for b in boxes for win in views(int_box(b, h, w), h, w, rule)]
-    return torch.stack([cut(img, win, rule.size) for win in wins]).div_(255)
 
 
 def run(quick: bool, models: str | None = None) -> dict:
     proj, source = trained_project(models)
     p = load_params(proj / "params.yaml")
     sel = project_manifest(proj).select(p.splits.report)
-    two = TwoLevel.from_params(p.merge, "hdm", models=proj / "models", hard=proj / "reports/hard_classes.json",
-                               device="cpu")
-    n, repeat, k = min(len(sel), 5 if quick else 50), 3 if quick else 5, max(two.max_regions, 1)
+    models = TrainedModels.from_dir(proj / MODELS, "cpu", detectors=("hdm",))
+    n, repeat, k = min(len(sel), 5 if quick else 50), 3 if quick else 5, max(p.merge.max_regions, 1)
     images = [sel.image(i) for i in range(n)]
-    image_in = [to_tensor(resize_pair(img, None, two.image_scale)[0])[None] for img in images]
-    region_in = [_crops(img, propose(two.detector, [img], two.det_scale, "cpu", top_n=k)[0][0], two.rule)
-                 for img in images]
+    image_in = [model_input(img, models.image_scale, "cpu") for img in images]
+    region_in = [region_inputs(img, models.propose("hdm", [img], top_n=k)[0][0], models.rule) for img in images]
 
     threads = torch.get_num_threads()
     out = temp_dir("onnx")
-    models_at = {"image": (two.image_model, image_in), "region": (two.region_model, region_in)}
+    models_at = {"image": (models.image, image_in), "region": (models.region, region_in)}
     sessions = {}
     for name, (_, xs) in models_at.items():
-        export_onnx(proj / "models" / name, out / f"{name}.onnx", tuple(xs[0].shape[-2:]), ATOL)
+        export_onnx(proj / MODELS / name, out / f"{name}.onnx", tuple(xs[0].shape[-2:]), ATOL)
         sessions[name] = ort_session(out / f"{name}.onnx", threads, spin=False)
 
     def on_torch(model, x):
@@ -95,8 +83,8 @@ def run(quick: bool, models: str | None = None) -> dict:
     return {
         "title": "ONNX Runtime vs PyTorch, image and region models on the CPU",
         "setup": f"{source}; {n} {', '.join(map(str, p.splits.report))} images of {h}x{w}; image model on "
-                 f"{hs}x{ws} inputs (image_scale {two.image_scale}), one image per call; region model on the "
-                 f"top {k} HDM proposals per image as zoomed {two.rule.size}x{two.rule.size} views, one batch "
+                 f"{hs}x{ws} inputs (image_scale {models.image_scale}), one image per call; region model on the "
+                 f"top {k} HDM proposals per image as zoomed {models.rule.size}x{models.rule.size} views, one batch "
                  f"per image; forward pass only; both on the CPU with {threads} intra-op threads "
                  f"(torch.get_num_threads()); onnxruntime {ort.__version__} CPUExecutionProvider, 1 inter-op "
                  f"thread, no spinning between runs, default graph optimisations; ONNX opset {ONNX_OPSET}",

@@ -23,21 +23,10 @@ import warnings
 import numpy as np
 import torch
 
-from nightlab.data.dataset import resize_pair, to_tensor
+from nightlab.inference import model_input, region_inputs
 from nightlab.predict import TwoLevel
-from nightlab.regions import CropRule, cut, int_box, views
 
 SETTINGS = ("eager", "channels_last", "1 thread", "TorchScript frozen", "torch.compile")
-
-
-def region_batch(image: np.ndarray, boxes, rule: CropRule) -> torch.Tensor:
-    """Every view of every box, as the region model gets them (nightlab.inference.region_probs), one batch."""
-    h, w = image.shape[:2]
-    img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-    wins = [v for b in boxes for v in views(int_box(b, h, w), h, w, rule)]
-    if not wins:
-        return torch.zeros((0, 3, rule.size, rule.size))
-    return torch.stack([cut(img, v, rule.size) for v in wins]).div_(255)
 
 
 def _frozen(model, example):
@@ -57,10 +46,11 @@ def measure(two: TwoLevel, images: list[np.ndarray], repeat: int) -> dict:
     ratio to eager (< 1: faster)."""
     threads = torch.get_num_threads()
     with torch.inference_mode():
-        inputs = {"image": [to_tensor(resize_pair(img, None, two.image_scale)[0])[None] for img in images],
-                  "region": [region_batch(img, two.first_level(img)[1], two.rule) for img in images]}
+        m = two.models
+        inputs = {"image": [model_input(img, m.image_scale, m.device) for img in images],
+                  "region": [region_inputs(img, two.first_level(img)[1], m.rule) for img in images]}
         inputs["region"] = [x for x in inputs["region"] if len(x)]
-        models = {"image": two.image_model, "region": two.region_model}
+        models = {"image": m.image, "region": m.region}
         runs = {}
         for part, model in models.items():
             first = inputs[part][0]

@@ -29,7 +29,7 @@ from nightlab.device import pick_device
 from nightlab.labels import NUM_CLASSES
 from nightlab.models import build_seg_model
 from nightlab.models.loss import make_loss
-from nightlab.train import fit, seed_everything
+from nightlab.train import Run, fit, seed_everything
 
 TARGET = 0.85
 
@@ -49,7 +49,7 @@ def _fit_seconds(ds, cfg, iters: int, device, out: Path) -> float:
     model, train = build_seg_model(cfg, NUM_CLASSES), cfg.train.model_copy(update={"iters": iters})
     t0 = time.perf_counter()
     with contextlib.redirect_stderr(io.StringIO()):  # fit's progress bar
-        fit(model, ds, make_loss(cfg), train, out, 0, device, {}, desc="bench")
+        fit(model, ds, make_loss(cfg), train, Run(out, 0, device, desc="bench"))
     return time.perf_counter() - t0
 
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from nightlab.config import load_params
-from nightlab.inference import class_map, image_probs, propose
+from nightlab.inference import class_map, image_probs
 from nightlab.io import read_image
 from nightlab.predict import TwoLevel
 
@@ -55,12 +55,13 @@ def measure(two: TwoLevel, images: list[np.ndarray], repeat: int, amp: bool = Fa
             others: dict[str, TwoLevel] | None = None) -> dict:
     """Median seconds per image of every variant and part, and the regions per image. ``others``: more
     two-level models (e.g. with another detector) timed in the same rounds as ``two_level.<name>``."""
-    device = two.device
+    m = two.models
+    device = m.device
     ctx = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if amp else contextlib.nullcontext
     state: dict = {}
 
     def image_level(img, scale):
-        return class_map(image_probs(two.image_model, img, scale, device, two.window)).byte().cpu()
+        return class_map(image_probs(m.image, img, scale, device, m.window)).byte().cpu()
 
     def first_level(img):
         probs, state["boxes"] = two.first_level(img)
@@ -70,10 +71,10 @@ def measure(two: TwoLevel, images: list[np.ndarray], repeat: int, amp: bool = Fa
         two.merge_with(img, state["pred"], state["boxes"]).byte().cpu()
 
     variants = {
-        "image": lambda img: image_level(img, two.image_scale),
+        "image": lambda img: image_level(img, m.image_scale),
         "two_level": lambda img: two(img),
         "full_res": lambda img: image_level(img, 1.0),
-        "part.detector_own_pass": lambda img: propose(two.detector, [img], two.det_scale, device),
+        "part.detector_own_pass": lambda img: m.propose(two.detector, [img]),
         **{f"two_level.{name}": other for name, other in (others or {}).items()},
     }
     times = {k: np.zeros((repeat, len(images))) for k in [*variants, "part.first_level", "part.regions"]}
@@ -118,10 +119,9 @@ def main(argv=None) -> int:
     files = sorted(glob.glob(a.images))[: a.n]
     if not files:
         raise SystemExit(f"error: --images {a.images!r} matches no file")
-    two = TwoLevel.from_params(p.merge, "hdm", models=a.models, hard=a.hard, device=a.device,
-                               window=p.image_model.window)
+    two = TwoLevel.from_params(p, a.models, a.hard, "hdm", a.device)
     res = measure(two, [read_image(f) for f in files], a.repeat, a.amp)
-    res.update(device=str(torch.cuda.get_device_name(0) if two.device.type == "cuda" else "cpu"),
+    res.update(device=str(torch.cuda.get_device_name(0) if two.models.device.type == "cuda" else "cpu"),
                amp=a.amp, threads=torch.get_num_threads(), torch=torch.__version__,
                size=list(read_image(files[0]).shape[:2]))
     text = json.dumps(res, indent=2)

@@ -16,8 +16,10 @@ from flows.paths import source_fragment
 from nightlab.data import adapters
 from nightlab.data.prepare import inspect_samples, write_fragment
 
-READS: tuple[Path, ...] = ()  # plus ${item.root}, the source's dataset
+FOREACH = "${data.sources}"  # one stage per source: check_source@<name>
+READS = ("${item.root}",)  # the source's dataset: DVC hashes it
 WRITES = (source_fragment("${key}"),)
+PARAMS = ("data.sources.${key}", "data.check_workers", "data.max_errors")
 
 
 @stage_flow("check_source", foreach=True)

@@ -5,9 +5,10 @@ A stage is a Prefect flow made with :func:`stage_flow` and started by :func:`sta
 
 * the flow body sees the params through a :class:`~nightlab.config.ParamsView` that allows only
   the keys its dvc.yaml entry declares, so a stage cannot depend on a value DVC does not watch;
-* a mistake of the user (bad params, bad data, an operating-system error such as a full disk)
-  ends the flow run Failed with one clear message, printed as one block with exit code 2; any
-  other exception is a bug and keeps its traceback.
+* a mistake of the user (bad params, bad data, an operating-system error such as a full disk,
+  memory too small for the batch size asked for: nightlab.errors.as_user_error) ends the flow run
+  Failed with one clear message, printed as one block with exit code 2; any other exception is a
+  bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -28,11 +29,10 @@ from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.paths import MANIFEST, PREPARED
-from nightlab.config import ConfigError, Params, ParamsView, load_params
-from nightlab.io import DataError
+from nightlab.config import Params, ParamsView, load_params
+from nightlab.errors import ConfigError, as_user_error
 
 DVC_YAML = Path("dvc.yaml")
-USER_ERRORS = (ConfigError, DataError, OSError)
 EXIT_USER_ERROR = 2
 # Set by the pipeline flow for the stage processes it starts: a file with its task's run context.
 PARENT_CONTEXT_ENV = "NIGHTLAB_PREFECT_PARENT_CONTEXT"
@@ -43,12 +43,6 @@ class StageError(RuntimeError):
     """A stage failed for a reason already explained to the user (the message is the explanation)."""
 
 
-def user_message(err: BaseException) -> str:
-    """One block for the user: the file and the problem, no traceback."""
-    if isinstance(err, OSError) and not isinstance(err, (ConfigError, DataError)):
-        where = err.filename or "(no path)"
-        return f"{where}: {err.strerror or err}" + (f" (-> {err.filename2})" if err.filename2 else "")
-    return str(err)
 
 
 # ---------------------------------------------------------------------------- dvc.yaml facts
@@ -122,7 +116,8 @@ def stage_inputs(stage: str, dvc_file: Path = DVC_YAML) -> str:
     deps = declared_deps(stage, dvc_file)
     covered = [d for d in deps if "${" in d or Path(d) == PREPARED]  # ${...}: a dataset root
     if covered and not any(Path(d) == MANIFEST for d in deps) and stage != "prepare_data":
-        raise RuntimeError(f"{dvc_file}: stage {stage} reads image data but not {MANIFEST}, which vouches for it")
+        raise ConfigError(f"{dvc_file}: stage {stage} reads image data but not {MANIFEST}, which vouches for it "
+                          "(dvc.yaml is generated: `nightlab dvc-yaml` writes it again)")
     return fingerprint(*(Path(d) for d in deps if d not in covered))
 
 
@@ -235,14 +230,18 @@ def task_results(futures) -> list:
     return [f.result() for f in futures]
 
 
-def catch_user_errors(fn):
-    """Run ``fn``; a user error becomes a Failed state with its message (Prefect logs no traceback)."""
+def catch_user_errors(fn, doing: str = ""):
+    """Run ``fn``; a user error (nightlab.errors.as_user_error) becomes a Failed state with its message
+    (Prefect logs no traceback). ``doing`` names what runs, for the messages."""
     @functools.wraps(fn)
     def run(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (StageError, *USER_ERRORS) as err:
-            return Failed(message=user_message(err), name=USER_ERROR_STATE)
+        except Exception as err:
+            user = err if isinstance(err, StageError) else as_user_error(err, doing or fn.__name__)
+            if user is None:
+                raise
+            return Failed(message=str(user), name=USER_ERROR_STATE)
     return run
 
 
@@ -261,7 +260,7 @@ def stage_flow(name: str, foreach: bool = False):
             finally:
                 _trace_params(stage, view)
         body.foreach = foreach
-        return flow(name=name, validate_parameters=False)(catch_user_errors(body))
+        return flow(name=name, validate_parameters=False)(catch_user_errors(body, f"stage {name}"))
     return wrap
 
 
@@ -339,9 +338,15 @@ def stage_main(stage_flow_fn, description: str, argv: list[str] | None = None) -
         _fail(str(err))
     # Where shards run never changes a result (tests/test_task_runners.py), so it is read here,
     # outside the declared params: DVC need not rerun a stage when it changes.
-    with parent_context():
-        run = stage_flow_fn.with_options(task_runner=task_runner(params.orchestration))
-        state = run(params, args.key, return_state=True) if foreach else run(params, return_state=True)
+    try:
+        with parent_context():
+            run = stage_flow_fn.with_options(task_runner=task_runner(params.orchestration))
+            state = run(params, args.key, return_state=True) if foreach else run(params, return_state=True)
+    except RuntimeError as err:
+        if "ephemeral" not in str(err).lower():
+            raise
+        _fail(f"{err}\nstart a Prefect server once (`prefect server start`) and export PREFECT_API_URL, or raise "
+              "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS (a busy machine can be slower than Prefect's limit)")
     if state.is_failed():
         if state.name == USER_ERROR_STATE:
             _fail(state.message or "stage failed")

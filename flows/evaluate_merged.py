@@ -15,8 +15,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from prefect import get_run_logger
+from tqdm import tqdm
 
 from flows.common import StageOutputs, stage_flow, stage_main
+from flows.declare import metric, plot
 from flows.paths import (
     BOXES,
     CONFUSIONS,
@@ -35,26 +37,30 @@ from flows.paths import (
     REGION_REPORTS,
     REPORTS,
 )
+from nightlab import variants
 from nightlab.boxes import boxes_for
 from nightlab.data.manifest import read_manifest
 from nightlab.device import pick_device
-from nightlab.evaluation import evaluate_two_level
-from nightlab.headline import HEADLINE, headline_metrics, rounded
+from nightlab.evaluation import TwoLevelSpec, evaluate_two_level
+from nightlab.headline import headline_metrics, rounded
+from nightlab.inference import class_map
 from nightlab.io import DataError, atomic_path, read_json, read_table, write_json, write_table
 from nightlab.labels import CLASS_NAMES
 from nightlab.metrics import iou_from_confusion, miou, subset_miou
-from nightlab.models.rdn import load_rdn
-from nightlab.models.store import load_image_model, load_seg_model
-from nightlab.regions import CropRule
-from nightlab.report import confusion_figure, k_curve_figure, paper_tables
+from nightlab.predict import TwoLevel
+from nightlab.report import ReportSplit, confusion_figure, k_curve_figure, paper_tables
+from nightlab.trained import TrainedModels
+from nightlab.variants import HEADLINE
 from nightlab.viz import draw_boxes, overlay, plot_grouped_iou, save_grid
 
 READS = (MANIFEST, PREPARED, BOXES, HARD_CLASSES, HARD_SET, IMAGE_MODEL, REGION_MODEL, RDN_MODEL, HDM_MODEL,
          RDN_REPORTS / "metrics.json", REGION_REPORTS / "metrics.json", HDM_REPORTS / "metrics.json")
-WRITES = (METRICS, CONFUSIONS, REPORTS / "README.md", MERGED_REPORTS / "panel.png",
-          MERGED_REPORTS / "per_class_iou.png", MERGED_REPORTS / "per_class_iou.csv", MERGED_REPORTS / "k_curve.csv",
-          MERGED_REPORTS / "k_curve.png", MERGED_REPORTS / "confusion_hdm.png", MERGED_REPORTS / "confusion_hdm.csv")
-SELECTORS = ["rdn", "hdm", "entropy", "gt"]
+WRITES = (REPORTS / "README.md", MERGED_REPORTS / "panel.png", MERGED_REPORTS / "per_class_iou.png",
+          MERGED_REPORTS / "confusion_hdm.png", MERGED_REPORTS / "confusion_hdm.csv", MERGED_REPORTS / "k_curve.png",
+          CONFUSIONS, metric(METRICS), plot(MERGED_REPORTS / "per_class_iou.csv"),
+          plot(MERGED_REPORTS / "k_curve.csv", x="k", y="mIoU"))
+PARAMS = ("device", "merge", "evaluation", "boxes", "hdm.criterion", "splits.select", "splits.report",
+          "image_model.window")
 
 
 @stage_flow("evaluate_merged")
@@ -68,14 +74,13 @@ def evaluate_merged(p) -> dict:
     if len(rep) == 0:
         raise DataError(f"{MANIFEST}: the report split (splits.report = {where}) has no images")
     held_out = not set(rep.df.row) & set(full.select(p.splits.select).df.row)
-    image_model, icfg = load_image_model(IMAGE_MODEL, device)
-    region, rcfg = load_seg_model(REGION_MODEL, device)
-    detectors = {name: (model, cfg["image_scale"]) for name, (model, cfg) in
-                 (("rdn", load_rdn(RDN_MODEL, device)), ("hdm", load_rdn(HDM_MODEL, device)))}
-    ev = evaluate_two_level(rep, boxes_for(read_table(BOXES), rep, hard), image_model, icfg["image_scale"], region,
-                            CropRule.of(rcfg), detectors, hard, p.evaluation.ks, p.merge.max_regions,
-                            p.merge.nms_thresh, p.evaluation.entropy_threshold, p.boxes, p.hdm.criterion, device,
-                            p.merge.batch_size, p.image_model.window)
+    models = TrainedModels.load(IMAGE_MODEL, device, p.image_model.window, REGION_MODEL,
+                                {"rdn": RDN_MODEL, "hdm": HDM_MODEL})
+    spec = TwoLevelSpec.of(p)
+    bar = tqdm(total=len(rep), desc="evaluate", unit="image", dynamic_ncols=True, mininterval=1.0)
+    ev = evaluate_two_level(rep, boxes_for(read_table(BOXES), rep, hard), models, hard, spec,
+                            progress=lambda i: bar.update(1))
+    bar.close()
     cms = ev.confusions
     results = {v: iou_from_confusion(cms[v].sum(0)) for v in cms}
 
@@ -87,7 +92,7 @@ def evaluate_merged(p) -> dict:
     curve = _k_curve(ev, p.evaluation.ks, hard)
     stage_metrics = {"rdn": read_json(RDN_REPORTS / "metrics.json"), "hdm": read_json(HDM_REPORTS / "metrics.json"),
                      "region": read_json(REGION_REPORTS / "metrics.json")}
-    cm = cms["merged_hdm"].sum(0)
+    cm = cms[variants.merged(variants.METHOD)].sum(0)
     with StageOutputs() as out:
         write_json(out(METRICS), metrics)
         with atomic_path(out(CONFUSIONS)) as tmp, open(tmp, "wb") as fh:
@@ -100,10 +105,10 @@ def evaluate_merged(p) -> dict:
         write_table(pd.DataFrame(cm, columns=CLASS_NAMES).assign(gt=CLASS_NAMES),
                     csv=out(MERGED_REPORTS / "confusion_hdm.csv"))
         confusion_figure(cm, out(MERGED_REPORTS / "confusion_hdm.png"))
-        save_grid(out(MERGED_REPORTS / "panel.png"), _panel(rep, ev, image_model, icfg, p, hard, region, rcfg, device))
-        paper_tables(out(REPORTS / "README.md"), table, metrics, curve, hard_info, stage_metrics, where, held_out,
-                     p.merge.max_regions)
-    log.info("mIoU: " + ", ".join(f"{v} {metrics[f'{v}.mIoU']}" for v in HEADLINE))
+        save_grid(out(MERGED_REPORTS / "panel.png"), _panel(rep, ev, models, hard, spec, p.merge.panel_images))
+        paper_tables(out(REPORTS / "README.md"), table, metrics, curve, hard_info, stage_metrics,
+                     ReportSplit(where, held_out, p.merge.max_regions))
+    log.info("mIoU: " + ", ".join(f"{v} {metrics[variants.metric(v)]}" for v in HEADLINE))
     return metrics
 
 
@@ -111,28 +116,25 @@ def _k_curve(ev, ks, hard) -> pd.DataFrame:
     """mIoU (all classes and hard classes) and coverage of the boxes where zooming helps, per
     selector and regions per image."""
     rows = []
-    for name in SELECTORS:
+    for name in variants.SELECTORS:
         for k in ks:
-            iou = iou_from_confusion(ev.confusions[f"{name}@{k}"].sum(0))
-            hits = np.asarray(ev.hits[f"{name}.helpful@{k}"])
+            iou = iou_from_confusion(ev.confusions[variants.at_budget(name, k)].sum(0))
+            hits = np.asarray(ev.hits[variants.helpful(name, k)])
             rows.append({"selector": name, "k": k, "mIoU": rounded(miou(iou)),
                          "hard_mIoU": rounded(subset_miou(iou, hard)),
                          "helpful_covered": rounded(hits[:, 0].sum() / max(hits[:, 1].sum(), 1))})
     return pd.DataFrame(rows)
 
 
-def _panel(rep, ev, image_model, icfg, p, hard, region, rcfg, device) -> list:
-    """Image, labels, image level, merged (HDM) and the HDM boxes, for the first panel_images images."""
-    from nightlab.inference import class_map, image_probs, region_probs
-    from nightlab.merge import merge
-
+def _panel(rep, ev, models, hard, spec, n: int) -> list:
+    """Image, labels, image level, merged (HDM) and the HDM boxes, for the first ``n`` images."""
+    two = TwoLevel(models, hard, spec.selection, variants.METHOD, spec.batch_size)
     rows = []
-    for i in range(min(p.merge.panel_images, len(rep))):
+    for i in range(min(n, len(rep))):
         img, lab = rep.image(i), rep.label(i)
-        pred = class_map(image_probs(image_model, img, icfg["image_scale"], device, p.image_model.window)).cpu()
-        boxes = ev.boxes["merged_hdm"][i]
-        rp = region_probs(region, img, boxes, CropRule.of(rcfg), device, p.merge.batch_size)
-        merged = merge(pred, zip(boxes, rp), hard)[0].byte().numpy()
+        pred = class_map(models.image_probs(img)).cpu()
+        boxes = ev.boxes[variants.merged(variants.METHOD)][i]
+        merged = two.merge_with(img, pred, boxes).byte().numpy()
         rows.append([img, lab, pred.byte().numpy(), merged, draw_boxes(overlay(img, merged), boxes)])
     return rows or [[np.zeros((8, 8, 3), np.uint8)]]
 

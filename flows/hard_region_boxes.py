@@ -27,7 +27,8 @@ from nightlab.io import write_table
 from nightlab.viz import plot_box_sizes
 
 READS = (MANIFEST, PREPARED)
-WRITES = (BOXES, BOX_REPORTS)
+WRITES = (BOXES, BOX_REPORTS / "boxes_per_class.csv", BOX_REPORTS / "box_sizes.png")
+PARAMS = ("boxes",)
 SHARD = 32
 
 

@@ -30,6 +30,7 @@ from flows.common import (
     stage_main,
     task_results,
 )
+from flows.declare import metric, plot
 from flows.paths import (
     BOXES,
     CHECKPOINTS,
@@ -44,21 +45,23 @@ from flows.paths import (
     REGION_MODEL,
 )
 from nightlab.boxes import boxes_for
-from nightlab.data.dataset import DetectionDataset, detection_collate
+from nightlab.data.dataset import DetectionDataset
 from nightlab.data.manifest import read_manifest
 from nightlab.device import pick_device
 from nightlab.evaluation import RECALL_KS, proposal_recall
 from nightlab.hard import read_hard_classes
 from nightlab.hdm import crop_gain, finetune_targets, kept_gt_boxes, score_proposals
-from nightlab.inference import propose
 from nightlab.io import read_table, write_json, write_table
 from nightlab.models.rdn import load_rdn, rpn_loss
-from nightlab.models.store import load_image_model, load_seg_model, save_model
-from nightlab.regions import CropRule
-from nightlab.train import fit, seed_everything
+from nightlab.models.store import save_model
+from nightlab.train import Run, empty_curve, fit, seed_everything
+from nightlab.trained import Detector, TrainedModels
+from nightlab.variants import DETECTORS
 
 READS = (MANIFEST, PREPARED, BOXES, HARD_SET, IMAGE_MODEL, REGION_MODEL, RDN_MODEL)
-WRITES = (HDM_PROPOSALS, HDM_MODEL, HDM_REPORTS / "metrics.json", HDM_REPORTS / "finetune_curve.csv")
+WRITES = (HDM_PROPOSALS, HDM_MODEL, metric(HDM_REPORTS / "metrics.json"),
+          plot(HDM_REPORTS / "finetune_curve.csv", x="iter", y="loss"))
+PARAMS = ("seed", "device", "splits.train", "splits.select", "hdm", "rdn.train", "image_model.window")
 CKPT = CHECKPOINTS / "hdm"
 SHARD = 16
 
@@ -67,17 +70,18 @@ SHARD = 16
 @catch_user_errors
 def relabel_shard(key: str, first: int, last: int, train_rows, domains, hdm, device_name: str,
                   window=None) -> pd.DataFrame:
-    device = pick_device(device_name)
     m = read_manifest(MANIFEST).select(train_rows, domains)
     hard = read_hard_classes(HARD_SET)
     gt = boxes_for(read_table(BOXES), m, hard)
-    rdn, rcfg = load_rdn(RDN_MODEL, device)
-    image_model, icfg = load_image_model(IMAGE_MODEL, device)
-    region, gcfg = load_seg_model(REGION_MODEL, device)
+    models = _models(device_name, window)
     samples = list(range(first, last))
-    props = propose(rdn, [m.image(s) for s in samples], rcfg["image_scale"], device, hdm.proposals_per_image)
-    return score_proposals(m, gt, props, image_model, region, icfg["image_scale"], CropRule.of(gcfg), hdm.match_iou,
-                           device, hdm.batch_size, samples, hard, hdm.criterion, window)
+    props = models.propose("rdn", [m.image(s) for s in samples], hdm.proposals_per_image)
+    return score_proposals(models, m, gt, props, samples, hard, hdm)
+
+
+def _models(device_name: str, window) -> TrainedModels:
+    """The image and region models and the RDN, as the relabelling and the comparison use them."""
+    return TrainedModels.load(IMAGE_MODEL, pick_device(device_name), window, REGION_MODEL, {"rdn": RDN_MODEL})
 
 
 @stage_flow("hdm_relabel_retrain")
@@ -107,33 +111,29 @@ def hdm_relabel_retrain(p) -> dict:
              f"({p.hdm.targets})")
 
     rdn, rcfg = load_rdn(RDN_MODEL, device)
-    curve = pd.DataFrame(columns=["iter", "epoch", "loss", "lr", "it_per_s"])
+    curve = empty_curve()
     if p.hdm.finetune_iters > 0:
         ds = DetectionDataset(train, targets, rcfg["image_scale"], train=True, hflip=p.rdn.train.hflip, seed=p.seed,
                               cache_mb=p.rdn.train.cache_mb)
         tcfg = p.rdn.train.model_copy(update={"iters": p.hdm.finetune_iters, "lr": p.hdm.lr})
         key = {"base": base, "ft": tcfg.model_dump(mode="json")}
-        curve = fit(rdn, ds, rpn_loss, tcfg, CKPT, p.seed, device, key, desc="hdm finetune",
-                    collate_fn=detection_collate, optimizer="sgd")
+        curve = fit(rdn, ds, rpn_loss, tcfg, Run(CKPT, p.seed, device, key, "hdm finetune", optimizer="sgd"))
 
     # HDM against the RDN it came from, on the selection split.
-    rdn_base, _ = load_rdn(RDN_MODEL, device)
     rdn.eval()
+    models = _models(p.device, window)
+    models.detectors["hdm"] = Detector(rdn, rcfg["image_scale"])
     sel = full.select(p.splits.select)
     gt = boxes_for(boxes, sel, hard)
-    image_model, icfg = load_image_model(IMAGE_MODEL, device)
-    region, gcfg = load_seg_model(REGION_MODEL, device)
-    rule = CropRule.of(gcfg)
     metrics = {"hdm.proposals": len(table), "hdm.positives": positives, "hdm.kept": kept,
                "hdm.kept_share": round(kept / positives, 6) if positives else None,
                "hdm.hard_boxes": len(train_gt), "hdm.hard_boxes_kept": len(kept_boxes),
                "hdm.relabel_proposals_per_s": round(len(table) / seconds, 3) if seconds > 0 else None}
-    for name, model in (("rdn", rdn_base), ("hdm", rdn)):
-        for k, v in proposal_recall(model, sel, gt, rcfg["image_scale"], device).items():
+    for name in DETECTORS:
+        for k, v in proposal_recall(models.detectors[name], sel, gt, models.device).items():
             metrics[f"hdm.val.{name}.recall_{k}"] = round(v, 6) if v == v else None
-        props = propose(model, (sel.image(i) for i in range(len(sel))), rcfg["image_scale"], device, RECALL_KS[0])
-        gain = crop_gain(sel, props, image_model, region, icfg["image_scale"], rule, device, p.hdm.batch_size, hard,
-                         p.hdm.criterion, window)
+        props = models.propose(name, (sel.image(i) for i in range(len(sel))), RECALL_KS[0])
+        gain = crop_gain(models, sel, props, hard, p.hdm)
         metrics[f"hdm.val.{name}.crop_gain_top{RECALL_KS[0]}"] = round(gain, 6) if gain == gain else None
     gain_all = (table[f"iou_{p.hdm.criterion}"] - table.iou_image).mean() if len(table) else None
     metrics["hdm.train.crop_gain_all"] = None if gain_all is None else round(float(gain_all), 6)

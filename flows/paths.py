@@ -15,19 +15,23 @@ DATA_REPORTS = Path("reports/data")
 BOXES = Path("data/boxes.parquet")
 BOX_REPORTS = Path("reports/boxes")
 
+# The trained system: one directory per part, in the layout nightlab.trained.TrainedModels.from_dir reads.
+MODELS = Path("models")
+
 # train_image_model, per_class_iou, select_hard_classes
-IMAGE_MODEL = Path("models/image")
+IMAGE_MODEL = MODELS / "image"
 IMAGE_REPORTS = Path("reports/image")
 IMAGE_IOU = IMAGE_REPORTS / "per_class_iou.parquet"
+IMAGE_METRICS = IMAGE_REPORTS / "metrics.json"  # the image level on the selection and the report split
 HARD_CLASSES = Path("reports/hard_classes.json")  # the selection with its evidence (threshold, IoUs)
 HARD_SET = Path("data/hard_set.json")  # just the hard classes: what the region stages train on
 
 # train_rdn, train_region_model, hdm_relabel_retrain
-RDN_MODEL = Path("models/rdn")
+RDN_MODEL = MODELS / "rdn"
 RDN_REPORTS = Path("reports/rdn")
-REGION_MODEL = Path("models/region")
+REGION_MODEL = MODELS / "region"
 REGION_REPORTS = Path("reports/region")
-HDM_MODEL = Path("models/hdm")
+HDM_MODEL = MODELS / "hdm"
 HDM_PROPOSALS = Path("data/hdm_proposals.parquet")
 HDM_REPORTS = Path("reports/hdm")
 
@@ -37,9 +41,12 @@ METRICS = REPORTS / "metrics.json"
 CONFUSIONS = Path("data/eval/confusions.npz")  # one confusion matrix per report image and variant
 MERGED_REPORTS = REPORTS / "merged"
 
+PROJECT_MODELS = (IMAGE_MODEL, REGION_MODEL, RDN_MODEL, HDM_MODEL)
+
 # Outside DVC's outs (DVC deletes outs before a stage runs; resuming needs these).
 CHECKPOINTS = Path("checkpoints")
-PREFECT_CACHE = Path(".prefect-cache")
+PREFECT_CACHE = Path(".prefect-cache")  # Prefect's persisted task results (pyproject.toml [tool.prefect])
+LAST_METRICS = PREFECT_CACHE / "last_metrics.json"  # the previous pipeline run's metrics, for its artifact
 
 
 def source_fragment(name: str) -> Path:

@@ -28,9 +28,9 @@ from prefect.exceptions import FailedRun
 from prefect.states import Completed, Failed
 
 from flows.common import PARENT_CONTEXT_ENV, handed_context
+from flows.paths import IMAGE_METRICS, LAST_METRICS, METRICS
 
-METRICS = ("reports/metrics.json", "reports/image/metrics.json")  # first that exists wins
-LAST_METRICS = Path(".prefect-cache/last_metrics.json")  # under the repo root
+METRICS_FILES = (METRICS, IMAGE_METRICS)  # first that exists wins
 TAIL_LINES = 30
 RETRY_DELAY_S = 10
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -174,9 +174,9 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def read_metrics(root: Path) -> tuple[str, dict] | None:
-    for rel in METRICS:
+    for rel in METRICS_FILES:
         if (root / rel).is_file():
-            return rel, _flatten(json.loads((root / rel).read_text()))
+            return rel.as_posix(), _flatten(json.loads((root / rel).read_text()))
     return None
 
 
@@ -193,7 +193,7 @@ def publish_metrics(root: Path) -> None:
     log = get_run_logger()
     found = read_metrics(root)
     if found is None:
-        log.info(f"no metrics yet ({' or '.join(METRICS)}): no artifacts published")
+        log.info(f"no metrics yet ({' or '.join(map(str, METRICS_FILES))}): no artifacts published")
         return
     path, metrics = found
     variants = [k[: -len(".mIoU")] for k in metrics if k.endswith(".mIoU")]

@@ -1,8 +1,8 @@
 """Stage prepare_data: build the dataset and its manifest (docs/design.md 2).
 
-The manifest gathers every source: the synthetic generator (``data.kind: synthetic``), one real
-dataset named by ``data.kind``/``data.root`` (read and checked here), and each entry of
-``data.sources`` (checked by its own stage, check_source@<name>, whose result is read here).
+The manifest gathers every source: the synthetic generator (``data.synthetic``, unless null) and
+each entry of ``data.sources`` (checked by its own stage, check_source@<name>, whose result is read
+here).
 
 Synthetic data is generated in shards by Prefect tasks whose persisted results are keyed by a
 digest of the generator params and the shard, into a hidden work directory that becomes
@@ -28,8 +28,9 @@ from flows.common import (
     stage_main,
     task_results,
 )
+from flows.declare import metric
 from flows.paths import DATA_REPORTS, MANIFEST, PREPARED, SOURCES, source_fragment
-from nightlab.data import adapters
+from nightlab.config import SYNTHETIC
 from nightlab.data.manifest import read_manifest, write_manifest
 from nightlab.data.prepare import class_frequency, inspect_samples, read_fragment
 from nightlab.data.synthetic import generate_shard, synthetic_shards
@@ -37,8 +38,10 @@ from nightlab.io import write_json, write_table
 from nightlab.labels import IGNORE
 from nightlab.viz import plot_class_frequency, save_grid
 
-READS = (SOURCES,)  # plus ${data.root}, the dataset of a real data.kind
-WRITES = (PREPARED, MANIFEST, DATA_REPORTS)
+READS = (SOURCES,)
+WRITES = (PREPARED, MANIFEST, DATA_REPORTS / "class_frequency.csv", DATA_REPORTS / "class_frequency.png",
+          DATA_REPORTS / "samples.png", metric(DATA_REPORTS / "summary.json"))
+PARAMS = ("data",)
 
 
 @task(persist_result=True, cache_key_fn=key_from_arg, task_run_name="generate-{split}-{first}")
@@ -51,10 +54,10 @@ def _synthetic(p, log) -> tuple[pd.DataFrame, Path]:
     cfg, out = p.data.synthetic, Path(p.data.out)
     # The work directory is named by the content digest, so a rerun with the same params finds
     # the shards a killed run already wrote (and Prefect's cache says which ones finished).
-    base = digest("synthetic", cfg, p.data.seed, list(p.data.splits), code_inputs("prepare_data"))
+    base = digest(SYNTHETIC, cfg, p.data.seed, code_inputs("prepare_data"))
     work = out.parent / f".{out.name}.partial-{base[:12]}"
     work.mkdir(parents=True, exist_ok=True)
-    shards = synthetic_shards(cfg, p.data.splits)
+    shards = synthetic_shards(cfg)
 
     def submit(refresh: bool = False):
         fn = generate.with_options(refresh_cache=True) if refresh else generate
@@ -78,23 +81,15 @@ def prepare_data(p) -> dict:
     frames, counts, roots = [], [], {}
     with StageOutputs() as out:
         prepared = Path(d.out)
-        if d.kind == "synthetic":
+        if d.synthetic is not None:
             df, work = _synthetic(p, log)
             df, c = inspect_samples(work, df, d.check_workers, d.max_errors)
             out.adopt(prepared, work)
             frames.append(df)
             counts.append(c)
-            roots["synthetic"] = prepared
+            roots[SYNTHETIC] = prepared
         else:  # nothing generated: data/prepared only says where the data is
-            write_json(out(prepared, directory=True) / "sources.json", {"kind": d.kind, "sources": d.source_names()})
-        if d.kind not in ("synthetic", "none"):
-            src = d.source()
-            df = adapters.scan(src.kind, src.root, src.splits, src.encoding, src.domain, d.kind)
-            log.info(f"checking {len(df)} {src.kind} samples under {src.root}")
-            df, c = inspect_samples(Path(src.root), df, d.check_workers, d.max_errors)
-            frames.append(df)
-            counts.append(c)
-            roots[d.kind] = Path(src.root)
+            write_json(out(prepared, directory=True) / "sources.json", {"sources": d.source_names()})
         for name, src in d.sources.items():
             df, c = read_fragment(source_fragment(name), src.model_dump(mode="json"))
             frames.append(df)

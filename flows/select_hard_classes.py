@@ -16,6 +16,7 @@ from nightlab.io import read_table, write_json
 
 READS = (IMAGE_IOU,)
 WRITES = (HARD_CLASSES, HARD_SET)
+PARAMS = ("hard_classes.threshold", "splits.select")
 
 
 @stage_flow("select_hard_classes")

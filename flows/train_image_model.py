@@ -17,52 +17,45 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 from prefect import get_run_logger
 
 from flows.common import StageOutputs, params_of, stage_flow, stage_inputs, stage_main
+from flows.declare import plot
 from flows.paths import CHECKPOINTS, IMAGE_MODEL, IMAGE_REPORTS, MANIFEST, PREPARED
+from flows.training import fit_seg_model
 from nightlab.config import ImageModelConfig
 from nightlab.data.dataset import ImageDataset
 from nightlab.data.manifest import read_manifest
 from nightlab.device import pick_device
-from nightlab.distributed import is_main, launch, setup
+from nightlab.distributed import launch
 from nightlab.io import write_table
-from nightlab.labels import NUM_CLASSES
-from nightlab.models import build_seg_model
-from nightlab.models.loss import make_loss
-from nightlab.models.store import import_image_model, save_model, seg_config
-from nightlab.train import curve_drop, fit, seed_everything
+from nightlab.models.store import import_image_model
+from nightlab.train import empty_curve
 
 READS = (MANIFEST, PREPARED)
-WRITES = (IMAGE_MODEL, IMAGE_REPORTS / "train_curve.csv")
+WRITES = (IMAGE_MODEL, plot(IMAGE_REPORTS / "train_curve.csv", x="iter", y="loss"))
 CKPT = CHECKPOINTS / "image"
-CURVE_COLUMNS = ["iter", "epoch", "loss", "lr", "it_per_s"]
 INFERENCE_ONLY = ("window",)  # image_model keys this stage does not read (tests/test_dvc_yaml.py checks)
 # What training depends on: the checkpoint key (a resumed run must have trained with the same values).
 TRAINING_KEYS = tuple(f"image_model.{k}" for k in ImageModelConfig.model_fields
                       if k not in (*INFERENCE_ONLY, "external"))
+PARAMS = ("seed", "device", "splits.train",
+          *(f"image_model.{k}" for k in ImageModelConfig.model_fields if k not in INFERENCE_ONLY), "distributed")
 
 
 def train(p, model_dir: Path, curve_csv: Path) -> dict:
-    """Build and fit the image model; runs in each training process (nightlab.distributed). Rank 0
-    writes the model and its curve to the (staged) paths it is given."""
+    """Fit the image model on whole images at its scale; runs in each training process
+    (nightlab.distributed). Rank 0 writes the model and its curve to the (staged) paths it is given."""
     cfg = p.image_model
-    seed_everything(p.seed)
-    device = setup(pick_device(p.device))
-    m = read_manifest(MANIFEST).select(p.splits.train, cfg.train.domains)
-    ds = ImageDataset(m, cfg.image_scale, train=True, crop=cfg.train.crop, hflip=cfg.train.hflip, seed=p.seed,
-                      cache_mb=cfg.train.cache_mb)
-    model = build_seg_model(cfg, NUM_CLASSES)
+
+    def dataset():
+        m = read_manifest(MANIFEST).select(p.splits.train, cfg.train.domains)
+        return ImageDataset(m, cfg.image_scale, train=True, crop=cfg.train.crop, hflip=cfg.train.hflip, seed=p.seed,
+                            cache_mb=cfg.train.cache_mb)
+
     key = {**params_of(p, "seed", "splits.train", *TRAINING_KEYS, "distributed"),
            "inputs": stage_inputs("train_image_model")}
-    curve = fit(model, ds, make_loss(cfg), cfg.train, CKPT, p.seed, device, key, desc="image model",
-                sync_bn=p.distributed.sync_bn)
-    if is_main():
-        save_model(model_dir, model, seg_config(cfg))
-        write_table(curve, csv=curve_csv)
-    return {"images": len(ds), "device": str(device), "final_loss": float(curve.loss.iloc[-1]),
-            "drop": curve_drop(curve)}
+    return fit_seg_model(p, cfg, dataset, CKPT, key, (model_dir, curve_csv), "image model")
 
 
 def use_external(p, log) -> dict:
@@ -73,7 +66,7 @@ def use_external(p, log) -> dict:
     log.info(f"image_model.external: using {cfg.external} at scale {cfg.image_scale} instead of training")
     with StageOutputs() as staged:
         config = import_image_model(cfg.external, staged(IMAGE_MODEL, directory=True), cfg.image_scale, device)
-        write_table(pd.DataFrame(columns=CURVE_COLUMNS), csv=staged(IMAGE_REPORTS / "train_curve.csv"))
+        write_table(empty_curve(), csv=staged(IMAGE_REPORTS / "train_curve.csv"))
     log.info(f"{cfg.external}: {config['arch']} model checked on {device} and written to {IMAGE_MODEL} "
              f"(md5 {', '.join(config['external']['md5'].values())})")
     return {"external": cfg.external}
@@ -89,7 +82,7 @@ def train_image_model(p) -> dict:
              f"on {d.nnodes} x {d.nproc_per_node} process(es)")
     with StageOutputs() as staged:
         out = launch(train, p, staged(IMAGE_MODEL, directory=True), staged(IMAGE_REPORTS / "train_curve.csv"), cfg=d)
-    log.info(f"done on {out['images']} images ({out['device']}): final loss {out['final_loss']:.4f}, "
+    log.info(f"done on {out['samples']} images ({out['device']}): final loss {out['final_loss']:.4f}, "
              f"loss drop {out['drop']:.1%}")
     return {"final_loss": out["final_loss"]}
 

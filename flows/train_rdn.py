@@ -11,22 +11,25 @@ import numpy as np
 from prefect import get_run_logger
 
 from flows.common import StageOutputs, params_of, stage_flow, stage_inputs, stage_main
+from flows.declare import metric, plot
 from flows.paths import BOXES, CHECKPOINTS, HARD_SET, IMAGE_MODEL, MANIFEST, PREPARED, RDN_MODEL, RDN_REPORTS
 from nightlab.boxes import boxes_for
-from nightlab.config import ConfigError
-from nightlab.data.dataset import DetectionDataset, detection_collate
+from nightlab.data.dataset import DetectionDataset
 from nightlab.data.manifest import read_manifest
 from nightlab.device import pick_device
+from nightlab.errors import ConfigError
 from nightlab.evaluation import proposal_recall
 from nightlab.hard import read_hard_classes
 from nightlab.io import read_table, write_json, write_table
 from nightlab.models.rdn import SHARED, auto_anchor_sizes, build_rdn, rdn_config, rpn_loss
 from nightlab.models.segnet import SegModel
 from nightlab.models.store import load_image_model, save_model
-from nightlab.train import fit, seed_everything
+from nightlab.train import Run, fit, seed_everything
+from nightlab.trained import Detector
 
 READS = (MANIFEST, PREPARED, BOXES, HARD_SET, IMAGE_MODEL)
-WRITES = (RDN_MODEL, RDN_REPORTS / "metrics.json", RDN_REPORTS / "train_curve.csv")
+WRITES = (RDN_MODEL, metric(RDN_REPORTS / "metrics.json"), plot(RDN_REPORTS / "train_curve.csv", x="iter", y="loss"))
+PARAMS = ("seed", "device", "splits.train", "splits.select", "rdn")
 CKPT = CHECKPOINTS / "rdn"
 # models/image gives the shared backbone's weights: the stage never runs image-model inference, so
 # the inference-only image_model keys (the sliding window) are not its params.
@@ -56,11 +59,10 @@ def train_rdn(p) -> dict:
     ds = DetectionDataset(train, train_boxes, cfg.image_scale, train=True, hflip=cfg.train.hflip, seed=p.seed,
                           cache_mb=cfg.train.cache_mb)
     key = {**params_of(p, "seed", "splits.train", "rdn"), "hard": hard, "inputs": stage_inputs("train_rdn")}
-    curve = fit(model, ds, rpn_loss, cfg.train, CKPT, p.seed, device, key, desc="rdn",
-                collate_fn=detection_collate, optimizer="sgd")
+    curve = fit(model, ds, rpn_loss, cfg.train, Run(CKPT, p.seed, device, key, "rdn", optimizer="sgd"))
     sel = full.select(p.splits.select)
     sel_boxes = boxes_for(boxes, sel, hard)
-    recall = proposal_recall(model, sel, sel_boxes, cfg.image_scale, device)
+    recall = proposal_recall(Detector(model, cfg.image_scale), sel, sel_boxes, device)
     metrics = {f"rdn.recall_{k}": round(v, 6) if v == v else None for k, v in recall.items()}
     metrics["rdn.hard_boxes_val"] = int(len(sel_boxes))
     with StageOutputs() as out:

@@ -11,53 +11,49 @@ import pandas as pd
 from prefect import get_run_logger
 
 from flows.common import StageOutputs, params_of, stage_flow, stage_inputs, stage_main
+from flows.declare import metric, plot
 from flows.paths import BOXES, CHECKPOINTS, HARD_SET, IMAGE_MODEL, MANIFEST, PREPARED, REGION_MODEL, REGION_REPORTS
+from flows.training import fit_seg_model
 from nightlab.boxes import boxes_for
 from nightlab.data.dataset import RegionDataset
 from nightlab.data.manifest import read_manifest
 from nightlab.device import pick_device
-from nightlab.distributed import is_main, launch, setup
+from nightlab.distributed import launch
 from nightlab.evaluation import evaluate_on_crops
 from nightlab.hard import read_hard_classes
 from nightlab.io import read_table, write_json, write_table
-from nightlab.labels import CLASS_NAMES, NUM_CLASSES
+from nightlab.labels import CLASS_NAMES
 from nightlab.metrics import headline
-from nightlab.models import build_seg_model
-from nightlab.models.loss import make_loss
-from nightlab.models.store import load_image_model, load_seg_model, save_model, seg_config
 from nightlab.regions import CropRule
-from nightlab.train import fit, seed_everything
+from nightlab.trained import TrainedModels
 from nightlab.viz import plot_grouped_iou
 
 READS = (MANIFEST, PREPARED, BOXES, HARD_SET, IMAGE_MODEL)
-WRITES = (REGION_MODEL, REGION_REPORTS / "crop_iou.png", REGION_REPORTS / "metrics.json",
-          REGION_REPORTS / "train_curve.csv", REGION_REPORTS / "crop_iou.csv")
+WRITES = (REGION_MODEL, REGION_REPORTS / "crop_iou.png", metric(REGION_REPORTS / "metrics.json"),
+          plot(REGION_REPORTS / "train_curve.csv", x="iter", y="loss"),
+          plot(REGION_REPORTS / "crop_iou.csv", template="bar_horizontal", x="region", y="class_name"))
+PARAMS = ("seed", "device", "splits.train", "splits.select", "region_model", "merge.batch_size", "distributed",
+          "image_model.window")
 CKPT = CHECKPOINTS / "region"
-CURVE_COLUMNS = ["iter", "epoch", "loss", "lr", "it_per_s"]
 
 
 def train(p, model_dir: Path, curve_csv: Path) -> dict:
-    """Build and fit the region model; runs in each training process (nightlab.distributed). Rank 0
-    writes the model and its curve to the (staged) paths it is given."""
+    """Fit the region model on views of the hard-class boxes; runs in each training process
+    (nightlab.distributed). Rank 0 writes the model and its curve to the (staged) paths it is given."""
     cfg = p.region_model
-    seed_everything(p.seed)
-    device = setup(pick_device(p.device))
     hard = read_hard_classes(HARD_SET)
-    train_set = read_manifest(MANIFEST).select(p.splits.train, cfg.train.domains)
-    train_boxes = boxes_for(read_table(BOXES), train_set, hard)
-    model = build_seg_model(cfg, NUM_CLASSES)
-    curve = pd.DataFrame(columns=CURVE_COLUMNS)
-    if len(train_boxes):
-        ds = RegionDataset(train_set, train_boxes, CropRule.of(cfg), train=True, jitter=cfg.jitter,
-                           hflip=cfg.train.hflip, seed=p.seed, cache_mb=cfg.train.cache_mb)
-        key = {**params_of(p, "seed", "splits.train", "region_model", "distributed"), "hard": hard,
-               "inputs": stage_inputs("train_region_model")}
-        curve = fit(model, ds, make_loss(cfg), cfg.train, CKPT, p.seed, device, key, desc="region model",
-                    sync_bn=p.distributed.sync_bn)
-    if is_main():
-        save_model(model_dir, model, seg_config(cfg))
-        write_table(curve, csv=curve_csv)
-    return {"crops": len(ds) if len(train_boxes) else 0}
+
+    def dataset():
+        train_set = read_manifest(MANIFEST).select(p.splits.train, cfg.train.domains)
+        train_boxes = boxes_for(read_table(BOXES), train_set, hard)
+        if not len(train_boxes):
+            return None
+        return RegionDataset(train_set, train_boxes, CropRule.of(cfg), train=True, jitter=cfg.jitter,
+                             hflip=cfg.train.hflip, seed=p.seed, cache_mb=cfg.train.cache_mb)
+
+    key = {**params_of(p, "seed", "splits.train", "region_model", "distributed"), "hard": hard,
+           "inputs": stage_inputs("train_region_model")}
+    return fit_seg_model(p, cfg, dataset, CKPT, key, (model_dir, curve_csv), "region model")
 
 
 @stage_flow("train_region_model")
@@ -69,7 +65,7 @@ def train_region_model(p) -> dict:
              f"{p.distributed.nnodes} x {p.distributed.nproc_per_node} process(es)")
     with StageOutputs() as out:
         model_dir = out(REGION_MODEL, directory=True)
-        crops = launch(train, p, model_dir, out(REGION_REPORTS / "train_curve.csv"), cfg=p.distributed)["crops"]
+        crops = launch(train, p, model_dir, out(REGION_REPORTS / "train_curve.csv"), cfg=p.distributed)["samples"]
         if crops == 0:
             log.warning("no hard-class boxes to train on: saved the untrained region model (merging changes nothing)")
         else:
@@ -79,15 +75,12 @@ def train_region_model(p) -> dict:
 
 def _evaluate(p, model_dir: Path, hard: list[int], out: StageOutputs, log) -> dict:
     """Per-class IoU inside the selection split's hard-box crops: region model vs image model."""
-    cfg = p.region_model
     full, boxes = read_manifest(MANIFEST), read_table(BOXES)
-    device = pick_device(p.device)
-    model, _ = load_seg_model(model_dir, device)  # what rank 0 saved: the same weights however it was trained
-    image_model, icfg = load_image_model(IMAGE_MODEL, device)
+    # What rank 0 saved (model_dir): the same weights however it was trained.
+    models = TrainedModels.load(IMAGE_MODEL, pick_device(p.device), p.image_model.window, model_dir)
     sel = full.select(p.splits.select)
     val_boxes = boxes_for(boxes, sel, hard)
-    res_r, res_i = evaluate_on_crops(model, image_model, sel, val_boxes, CropRule.of(cfg), icfg["image_scale"],
-                                     device, p.merge.batch_size, p.image_model.window)
+    res_r, res_i = evaluate_on_crops(models, sel, val_boxes, p.merge.batch_size)
     table = pd.DataFrame({"class_name": CLASS_NAMES, "region": res_r["iou"], "image_on_crops": res_i["iou"]})
     write_table(table, csv=out(REGION_REPORTS / "crop_iou.csv"))
     plot_grouped_iou(table, ["image_on_crops", "region"], out(REGION_REPORTS / "crop_iou.png"),

@@ -16,7 +16,7 @@ def select_hard(table: pd.DataFrame, threshold: float) -> list[dict]:
     return sorted(rows, key=lambda r: r["iou"])
 
 
-def read_hard_classes(path: str | Path = "reports/hard_classes.json") -> list[int]:
+def read_hard_classes(path: str | Path) -> list[int]:
     data = read_json(path)
     ids = data.get("ids")
     if not isinstance(ids, list) or not all(isinstance(i, int) and 0 <= i < 19 for i in ids):

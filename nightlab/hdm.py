@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 from torchvision.ops import box_iou
 
-from nightlab.inference import class_map, image_probs, int_box, region_probs
+from nightlab.inference import class_map, int_box
 from nightlab.labels import IGNORE, NUM_CLASSES
 from nightlab.metrics import confusion_matrix
 
@@ -73,13 +73,15 @@ def match(proposals, gt) -> tuple[np.ndarray, np.ndarray]:
     return best.numpy(), idx.numpy()
 
 
-def score_proposals(manifest, gt_boxes, props, image_model, region, image_scale, rule, match_iou, device,
-                    batch_size, samples, hard_ids, criterion: str = "merged", window=None) -> pd.DataFrame:
+def score_proposals(models, manifest, gt_boxes, props, samples, hard_ids, hdm) -> pd.DataFrame:
     """Crop IoU of the image level, the region model and their merge for each proposal, and its
-    relabelling by ``criterion``. ``props`` is one (boxes, scores) pair per sample (native pixels);
-    ``gt_boxes`` the hard boxes (``sample`` = row of ``manifest``). One row per proposal, with
-    ``gt_index`` the index of its best ground-truth box among the image's (-1: none). ``window``: the
-    image model's sliding window (nightlab.inference.window_logits)."""
+    relabelling by ``hdm.criterion`` (``hdm``: an HdmConfig: criterion, match_iou, batch_size).
+
+    ``models`` is a TrainedModels with the image and region models; ``props`` is one (boxes, scores)
+    pair per sample (native pixels); ``gt_boxes`` the hard boxes (``sample`` = row of ``manifest``). One
+    row per proposal, with ``gt_index`` the index of its best ground-truth box among the image's (-1: none).
+    """
+    criterion = hdm.criterion
     if criterion not in ("merged", "region"):
         raise ValueError(f"unknown HDM criterion {criterion!r}: merged or region")
     rows = []
@@ -88,14 +90,14 @@ def score_proposals(manifest, gt_boxes, props, image_model, region, image_scale,
         h, w = lab.shape
         gt = gt_boxes[gt_boxes["sample"] == s][["x0", "y0", "x1", "y1"]].to_numpy()
         best, gt_idx = match(boxes, gt)
-        full = class_map(image_probs(image_model, img, image_scale, device, window)).cpu()
-        for j, (b, pr) in enumerate(zip(boxes, region_probs(region, img, boxes, rule, device, batch_size))):
+        full = class_map(models.image_probs(img)).cpu()
+        for j, (b, pr) in enumerate(zip(boxes, models.region_probs(img, boxes, hdm.batch_size))):
             x0, y0, x1, y1 = int_box(b, h, w)
             y, pi = lab[y0:y1, x0:x1], full[y0:y1, x0:x1]
             pr = pr.cpu()
             rows.append(dict(sample=int(s), rank=j, x0=b[0], y0=b[1], x1=b[2], y1=b[3], score=float(scores[j]),
                              best_gt_iou=float(best[j]), gt_index=int(gt_idx[j]) if best[j] > 0 else -1,
-                             orig_positive=bool(best[j] >= match_iou),
+                             orig_positive=bool(best[j] >= hdm.match_iou),
                              iou_image=crop_iou(pi, y), iou_region=crop_iou(class_map(pr), y),
                              iou_merged=crop_iou(merged_crop(pi, pr, hard_ids), y)))
     df = pd.DataFrame(rows)
@@ -130,11 +132,9 @@ def finetune_targets(table: pd.DataFrame, gt_boxes: pd.DataFrame, targets: str =
     raise ValueError(f"unknown HDM targets {targets!r}: boxes or proposals")
 
 
-def crop_gain(manifest, props, image_model, region, image_scale, rule, device, batch_size, hard_ids,
-              criterion: str = "merged", window=None) -> float:
+def crop_gain(models, manifest, props, hard_ids, hdm) -> float:
     """Mean (candidate - image) crop IoU over the given proposals of every image of ``manifest``,
-    the candidate being the merge or the region model (``criterion``). Negative when zooming hurts."""
-    df = score_proposals(manifest, pd.DataFrame(columns=["sample", "x0", "y0", "x1", "y1"]), props, image_model,
-                         region, image_scale, rule, 0.5, device, batch_size, list(range(len(manifest))), hard_ids,
-                         criterion, window)
-    return float((df[f"iou_{criterion}"] - df.iou_image).mean()) if len(df) else float("nan")
+    the candidate being the merge or the region model (``hdm.criterion``). Negative when zooming hurts."""
+    df = score_proposals(models, manifest, pd.DataFrame(columns=["sample", "x0", "y0", "x1", "y1"]), props,
+                         list(range(len(manifest))), hard_ids, hdm)
+    return float((df[f"iou_{hdm.criterion}"] - df.iou_image).mean()) if len(df) else float("nan")

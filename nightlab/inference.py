@@ -50,6 +50,23 @@ def window_logits(model, x: torch.Tensor, window: tuple[int, int] | None = None)
     return total / count
 
 
+def model_input(image: np.ndarray, scale: float, device) -> torch.Tensor:
+    """An RGB uint8 image (H, W, 3) as the image model and the RDN take it: (1, 3, h, w) float in [0, 1] at
+    ``scale`` (area filter), on ``device``."""
+    small, _ = resize_pair(image, None, scale)
+    return to_tensor(small)[None].to(device)
+
+
+def native_probs(logits: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Softmax at native size (C, h, w) of one image's logits (1, C, h', w')."""
+    return F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)[0].softmax(0)
+
+
+def native_proposals(boxes: list[torch.Tensor], scores: list[torch.Tensor], scale: float, i: int = 0):
+    """Image ``i``'s proposals in native pixels (float64 numpy): (boxes (K, 4), scores (K,))."""
+    return boxes[i].cpu().double().numpy() / scale, scores[i].cpu().double().numpy()
+
+
 @torch.inference_mode()
 def image_probs(model, image: np.ndarray, scale: float, device, window: tuple[int, int] | None = None
                 ) -> torch.Tensor:
@@ -58,9 +75,7 @@ def image_probs(model, image: np.ndarray, scale: float, device, window: tuple[in
     ``window``: tile the scaled image (``image_model.window``, model-input pixels; see window_logits).
     """
     h, w = image.shape[:2]
-    small, _ = resize_pair(image, None, scale)
-    logits = window_logits(model, to_tensor(small)[None].to(device), window)
-    return F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)[0].softmax(0)
+    return native_probs(window_logits(model, model_input(image, scale, device), window), h, w)
 
 
 def class_map(probs: torch.Tensor) -> torch.Tensor:
@@ -75,14 +90,43 @@ def image_probs_and_proposals(model, rdn, image: np.ndarray, scale: float, devic
     image model's (``rdn.backbone: shared``, see :func:`nightlab.models.rdn.shares_backbone`):
     (probs, (boxes, scores))."""
     h, w = image.shape[:2]
-    small, _ = resize_pair(image, None, scale)
-    x = to_tensor(small)[None].to(device)
+    x = model_input(image, scale, device)
     feats, _, _ = model.features(x)
     logits = model.decode(feats, x.shape[-2:]).float()
     objectness, deltas = rdn.rpn.head(list(rdn.backbone.neck(feats).values()))
     boxes, scores, _ = rdn.proposals(x, objectness, deltas)
-    probs = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)[0].softmax(0)
-    return probs, (boxes[0].cpu().double().numpy() / scale, scores[0].cpu().double().numpy())
+    return native_probs(logits, h, w), native_proposals(boxes, scores, scale)
+
+
+def plan_views(shape: tuple[int, ...], boxes, rule: CropRule) -> tuple[list[tuple[int, int, int, int]], list[list]]:
+    """The integer boxes of an image of ``shape`` (H, W, ...) and each box's views (nightlab.regions)."""
+    h, w = shape[:2]
+    boxes = [int_box(b, h, w) for b in np.asarray(boxes, dtype=float).reshape(-1, 4)]
+    return boxes, [views(b, h, w, rule) for b in boxes]
+
+
+def view_batch(img: torch.Tensor, wins, size: int) -> torch.Tensor:
+    """The views ``wins`` of a (3, H, W) uint8 image as the region model's input: (N, 3, size, size) in [0, 1]."""
+    if not wins:
+        return torch.zeros((0, 3, size, size))
+    return torch.stack([cut(img, win, size) for win in wins]).div_(255)
+
+
+def region_inputs(image: np.ndarray, boxes, rule: CropRule) -> torch.Tensor:
+    """Every view of every box as the region model gets them from :func:`region_probs`, in one batch
+    (N, 3, size, size): what the benchmarks time the region model on."""
+    img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    _, plans = plan_views(image.shape, boxes, rule)
+    return view_batch(img, [win for wins in plans for win in wins], rule.size)
+
+
+def batch_independent(model, x: torch.Tensor) -> torch.Tensor:
+    """``model(x)``, with a batch of one run as a batch of two: oneDNN takes another path for a single sample
+    (results differ in the last bits), and a region's prediction must not depend on how many other regions
+    share its batch, or two-level prediction and evaluation could differ."""
+    if len(x) == 1:
+        return model(x.expand(2, *x.shape[1:]))[:1]
+    return model(x)
 
 
 @torch.inference_mode()
@@ -91,16 +135,14 @@ def region_probs(model, image: np.ndarray, boxes, rule: CropRule, device, batch_
 
     Every view of every box (nightlab.regions) goes through the model in batches of ``batch_size``.
     """
-    h, w = image.shape[:2]
     img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-    boxes = [int_box(b, h, w) for b in np.asarray(boxes, dtype=float).reshape(-1, 4)]
-    plans = [views(b, h, w, rule) for b in boxes]
+    boxes, plans = plan_views(image.shape, boxes, rule)
     flat = [(i, win) for i, wins in enumerate(plans) for win in wins]
     pieces: list[list[torch.Tensor]] = [[] for _ in boxes]
     for k in range(0, len(flat), batch_size):
         chunk = flat[k:k + batch_size]
-        x = torch.stack([cut(img, win, rule.size) for _, win in chunk]).div_(255).to(device)
-        for (i, win), p in zip(chunk, model(x).softmax(1)):
+        x = view_batch(img, [win for _, win in chunk], rule.size).to(device)
+        for (i, win), p in zip(chunk, batch_independent(model, x).softmax(1)):
             pieces[i].append(paste(p, win))
     return [assemble(pieces[i], plans[i], boxes[i]) for i in range(len(boxes))]
 
@@ -111,8 +153,7 @@ def propose(rdn, images: Iterable[np.ndarray], scale: float, device, top_n: int 
     pixels, sorted by objectness: [(boxes (K,4), scores (K,))]."""
     out = []
     for image in images:
-        small, _ = resize_pair(image, None, scale)
-        boxes, scores, _ = rdn(to_tensor(small)[None].to(device))
-        b, s = boxes[0].cpu().double().numpy() / scale, scores[0].cpu().double().numpy()
+        boxes, scores, _ = rdn(model_input(image, scale, device))
+        b, s = native_proposals(boxes, scores, scale)
         out.append((b[:top_n], s[:top_n]) if top_n else (b, s))
     return out

@@ -17,9 +17,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-
-class DataError(ValueError):
-    """Bad input data; the message names the file and the problem."""
+from nightlab.errors import DataError
 
 
 @contextlib.contextmanager

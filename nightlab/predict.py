@@ -11,13 +11,11 @@ import numpy as np
 import torch
 
 from nightlab.hard import read_hard_classes
-from nightlab.inference import class_map, image_probs, image_probs_and_proposals, propose, region_probs
+from nightlab.inference import class_map
 from nightlab.io import DataError
 from nightlab.merge import merge
-from nightlab.models.rdn import load_rdn, shares_backbone
-from nightlab.models.store import load_image_model, load_seg_model
-from nightlab.regions import CropRule
-from nightlab.selectors import top_k
+from nightlab.selectors import RegionSelection
+from nightlab.trained import TrainedModels
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # Per image: <stem>_<suffix>.png. labelIds is the Cityscapes benchmark server's format.
@@ -33,64 +31,39 @@ class Prediction:
 
 
 class TwoLevel:
-    def __init__(self, models: str | Path = "models", hard: str | Path = "reports/hard_classes.json",
-                 detector: str = "hdm", device="cpu", score_thresh=0.0, nms_thresh=0.5, max_regions=2,
-                 batch_size=32, window: tuple[int, int] | None = None):
-        models = Path(models)
-        self.device = torch.device(device)
-        self.image_model, icfg = load_image_model(models / "image", self.device)
-        self.region_model, rcfg = load_seg_model(models / "region", self.device)
-        self.image_scale, self.rule = icfg["image_scale"], CropRule.of(rcfg)
-        self.window = window
-        self.hard = read_hard_classes(hard)
-        self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
-        self.max_regions, self.batch_size = max_regions, batch_size
-        self.use_detector(*load_rdn(models / detector, self.device))
+    """Two-level prediction of one image: the image model, the regions a detector proposes
+    (``selection``), the region model on them, and the merge. ``evaluate_two_level`` measures exactly
+    this (the same TrainedModels, selection and batch size give the same prediction, pixel for pixel)."""
 
-    def use_detector(self, detector, config: dict) -> None:
-        """Take the regions from ``detector`` (an RDN on this device, and its saved config)."""
-        self.detector, self.det_scale = detector, config["image_scale"]
-        # A shared-backbone detector of this very image model, at its scale: one backbone pass for both.
-        self.one_pass = shares_backbone(detector, self.image_model) and self.det_scale == self.image_scale
+    def __init__(self, models: TrainedModels, hard_ids, selection: RegionSelection, detector: str = "hdm",
+                 batch_size: int = 32):
+        self.models, self.hard, self.selection = models, list(hard_ids), selection
+        self.detector, self.batch_size = detector, batch_size
+        # A detector of this very image model's backbone, at its scale: one backbone pass for both.
+        self.one_pass = models.one_pass(detector)
 
     @classmethod
-    def from_params(cls, merge, detector: str = "hdm", models="models", hard="reports/hard_classes.json",
-                    device="cpu", window=None) -> TwoLevel:
-        """With the merge settings of a MergeConfig (``params.merge``) and the image model's sliding
-        window (``params.image_model.window``)."""
-        return cls(models, hard, detector, device, merge.score_thresh, merge.nms_thresh, merge.max_regions,
-                   merge.batch_size, window)
-
-    def _select(self, boxes, scores) -> np.ndarray:
-        return top_k(boxes, scores, self.max_regions, self.nms_thresh, self.score_thresh)
-
-    def regions(self, image: np.ndarray) -> np.ndarray:
-        if not self.hard or self.max_regions == 0:
-            return np.zeros((0, 4))
-        (boxes, scores), = propose(self.detector, [image], self.det_scale, self.device)
-        return self._select(boxes, scores)
+    def from_params(cls, params, models_dir: str | Path, hard: str | Path, detector: str = "hdm",
+                    device="cpu") -> TwoLevel:
+        """The system under ``models_dir`` with the merge settings and the image model's sliding window of
+        ``params`` (merge, image_model.window) and the hard classes of ``hard`` (a hard-classes JSON)."""
+        models = TrainedModels.from_dir(models_dir, device, params.image_model.window, detectors=(detector,))
+        return cls(models, read_hard_classes(hard), RegionSelection.of(params.merge), detector,
+                   params.merge.batch_size)
 
     def first_level(self, image: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
         """The image model's probabilities (C, H, W) and the regions to zoom into (R, 4), native pixels:
         one backbone pass for both when the detector shares the image model's backbone."""
-        if self.hard and self.max_regions and self._fused(image):
-            probs, (boxes, scores) = image_probs_and_proposals(self.image_model, self.detector, image,
-                                                               self.image_scale, self.device)
-            return probs, self._select(boxes, scores)
-        return image_probs(self.image_model, image, self.image_scale, self.device, self.window), self.regions(image)
-
-    def _fused(self, image: np.ndarray) -> bool:
-        if self.window is not None and any(round(s * self.image_scale) > int(wn)
-                                           for s, wn in zip(image.shape[:2], self.window)):
-            return False  # a tiled image pass has no whole-image features to share
-        return self.one_pass
+        if not self.hard or self.selection.max_regions == 0:
+            return self.models.image_probs(image), np.zeros((0, 4))
+        probs, (boxes, scores) = self.models.first_level(image, self.detector, fuse=self.one_pass)
+        return probs, self.selection.top(boxes, scores)
 
     def merge_with(self, image: np.ndarray, pred: torch.Tensor, boxes) -> torch.Tensor:
         """The image-level class map ``pred`` (H, W) with the region model's hard classes merged in."""
         if len(boxes) == 0 or not self.hard:
             return pred
-        rp = region_probs(self.region_model, image, boxes, self.rule, self.device, self.batch_size)
-        return merge(pred, zip(boxes, rp), self.hard)[0]
+        return merge(pred, zip(boxes, self.models.region_probs(image, boxes, self.batch_size)), self.hard)[0]
 
     @torch.inference_mode()
     def __call__(self, image: np.ndarray) -> Prediction:

@@ -1,25 +1,20 @@
 """reports/README.md in the paper's style, and the confusion-matrix figure."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
 from nightlab.io import atomic_path
 from nightlab.labels import CLASS_NAMES
+from nightlab.variants import CLAIMS, GAP_CLOSED, HEADLINE, LABELS, SELECTOR_LABELS, metric
 from nightlab.viz import new_figure, save_fig
 
 ABBREV = {"road": "road", "sidewalk": "side.", "building": "build.", "wall": "wall", "fence": "fence", "pole": "pole",
           "traffic light": "light", "traffic sign": "sign", "vegetation": "veg.", "terrain": "terr.", "sky": "sky",
           "person": "pers.", "rider": "rider", "car": "car", "truck": "truck", "bus": "bus", "train": "train",
           "motorcycle": "motor.", "bicycle": "bic."}
-ROWS = {"image": "Image level Φ^I", "merged_rdn": "+ region level, RDN boxes",
-        "merged_hdm": "+ region level, HDM boxes (NightLab)",
-        "merged_entropy": "+ region level, uncertain regions (training-free)",
-        "merged_gt": "+ region level, all ground-truth boxes (bound)"}
-SELECTOR_LABELS = {"rdn": "RDN", "hdm": "HDM (NightLab)", "entropy": "uncertainty (training-free)",
-                   "gt": "ground-truth boxes, smallest first"}
-CLAIM_LABELS = {"hdm_vs_image": "merged HDM - image level", "hdm_vs_rdn": "merged HDM - merged RDN (same K)",
-                "hdm_vs_entropy": "merged HDM - uncertainty selector (same K)"}
 
 
 def confusion_figure(cm: np.ndarray, path) -> None:
@@ -64,13 +59,22 @@ def _ci(metrics: dict, name: str, prefix: str = "") -> str:
     return f"{100 * d:+.1f} [{_pct(lo)}, {_pct(hi)}] ({verdict})"
 
 
+@dataclass(frozen=True)
+class ReportSplit:
+    """Where the numbers of a report come from: the report split's selectors (text), whether it is
+    disjoint from the selection split, and the regions per image of the headline (K)."""
+    rows: str
+    held_out: bool
+    k: int
+
+
 def paper_tables(path, table: pd.DataFrame, metrics: dict, curve: pd.DataFrame, hard_info: dict,
-                 stage_metrics: dict, report_rows: str, held_out: bool, k: int) -> None:
+                 stage_metrics: dict, split: ReportSplit) -> None:
     """reports/README.md: headline with intervals, per-class table, equal-budget curves, detectors.
 
-    ``stage_metrics`` holds the rdn, hdm and region stages' metrics; ``report_rows`` names the report
-    split; ``held_out`` says whether it is disjoint from the selection split.
+    ``stage_metrics`` holds the rdn, hdm and region stages' metrics.
     """
+    report_rows, held_out, k = split.rows, split.held_out, split.k
     hard = set(hard_info["names"])
     n = metrics.get("report.images")
     protocol = ("held out: no image of it was used to choose anything" if held_out else
@@ -84,24 +88,24 @@ def paper_tables(path, table: pd.DataFrame, metrics: dict, curve: pd.DataFrame, 
              "of each selector.", "",
              "## Headline", "",
              "| Variant | mIoU | hard-class mIoU | regions / image |", "|---|---|---|---|"]
-    for v, label in ROWS.items():
-        lines.append(f"| {label} | {_pct(metrics.get(f'{v}.mIoU'))} | {_pct(metrics.get(f'{v}.hard_mIoU'))} | "
-                     f"{_num(metrics.get(f'{v}.regions_per_image'))} |")
+    for v, label in ((v, LABELS[v]) for v in HEADLINE):
+        lines.append(f"| {label} | {_pct(metrics.get(metric(v)))} | {_pct(metrics.get(metric(v, 'hard_mIoU')))} | "
+                     f"{_num(metrics.get(metric(v, 'regions_per_image')))} |")
     lines += ["", "Differences, with paired per-image bootstrap 95% intervals "
               f"({stage_note(metrics)}; they cover the sampling of report images, not training noise: "
               "see the seed study, [seeds/seeds.md](seeds/seeds.md), and what was chosen on val, "
               "[decisions.md](decisions.md)):", "",
               "| Difference | mIoU | hard-class mIoU |", "|---|---|---|"]
-    for name, label in CLAIM_LABELS.items():
-        lines.append(f"| {label} | {_ci(metrics, name)} | {_ci(metrics, name, 'hard_')} |")
-    closed = metrics.get("merged_hdm.gap_closed")
+    for claim in CLAIMS:
+        lines.append(f"| {claim.label} | {_ci(metrics, claim.name)} | {_ci(metrics, claim.name, 'hard_')} |")
+    closed = metrics.get(GAP_CLOSED)
     lines += ["", f"Merged HDM closes {_pct(closed)}% of the gap between the image level and the ground-truth-box "
               "bound." if closed is not None else ""]
     head = [f"**{ABBREV[c]}**\\*" if c in hard else ABBREV[c] for c in table.class_name]
     lines += ["", "## Per-class IoU (hard classes marked \\*)", "",
               "| Method | " + " | ".join(head) + " | mIoU |", "|---|" + "---|" * (len(head) + 1)]
-    for v, label in ROWS.items():
-        total = _pct(metrics.get(f"{v}.mIoU"))
+    for v, label in ((v, LABELS[v]) for v in HEADLINE):
+        total = _pct(metrics.get(metric(v)))
         lines.append(f"| {label} | " + " | ".join(_pct(x) for x in table[v]) + f" | **{total}** |")
     lines += ["", "## Equal region budgets", "",
               "Each selector's top K regions per image (detectors: after NMS, no score threshold). *Covered*: share "

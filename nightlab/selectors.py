@@ -11,6 +11,7 @@ regions per image is the top K (docs/design.md 1.8).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -32,6 +33,28 @@ def top_k(boxes, scores, k: int, nms_thresh: float = 0.5, score_thresh: float = 
     return b[nms(b, s, nms_thresh)[:k]].numpy()
 
 
+@dataclass(frozen=True)
+class RegionSelection:
+    """Which of a selector's ranked boxes the region model gets: those scoring at least ``score_thresh``
+    (detectors' objectness only), after NMS at ``nms_thresh``, the top ``max_regions`` (supplement B,
+    docs/design.md 1.7). Built from ``merge`` (a MergeConfig) by :meth:`of`; two-level prediction, the
+    evaluation and the benchmarks select with the same object, so they zoom into the same regions."""
+    max_regions: int
+    nms_thresh: float
+    score_thresh: float
+
+    @classmethod
+    def of(cls, merge) -> RegionSelection:
+        return cls(merge.max_regions, merge.nms_thresh, merge.score_thresh)
+
+    def top(self, boxes, scores, k: int | None = None, objectness: bool = True) -> np.ndarray:
+        """The top ``k`` (default ``max_regions``) boxes; ``objectness``: ``scores`` are a detector's, so the
+        score threshold applies (a training-free selector's scores are on another scale). A budget's top k
+        is a prefix of a larger budget's."""
+        k = self.max_regions if k is None else k
+        return top_k(boxes, scores, k, self.nms_thresh, self.score_thresh if objectness else 0.0)
+
+
 def ground_truth(gt: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Hard-class context boxes of one image (x0..y1, area), ranked smallest object first; the
     scores (n, n-1, ..., 1) fall with the rank and stay positive, so :func:`top_k` keeps the order."""
@@ -46,14 +69,15 @@ def entropy_map(probs: torch.Tensor) -> torch.Tensor:
     return -(p * p.log()).sum(0) / math.log(probs.shape[0])
 
 
-def uncertain_regions(probs: torch.Tensor, threshold: float, context: float = 0.5, min_size: int = 24,
-                      min_area: int = 12, stride: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def uncertain_regions(probs: torch.Tensor, threshold: float, boxes_cfg, stride: int = 2
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """Boxes around the connected regions where the normalised entropy exceeds ``threshold``.
 
-    Components are found at 1/``stride`` resolution (speed), grown by ``context`` like the
-    ground-truth boxes (boxes.context, boxes.min_size), and scored by their entropy mass (the sum
-    of entropy inside), so that large and very uncertain regions come first.
+    Components are found at 1/``stride`` resolution (speed), dropped below ``boxes_cfg.min_area`` and
+    grown like the ground-truth boxes (``boxes_cfg``, a BoxesConfig: context, min_size), and scored by
+    their entropy mass (the sum of entropy inside), so that large and very uncertain regions come first.
     """
+    context, min_size, min_area = boxes_cfg.context, boxes_cfg.min_size, boxes_cfg.min_area
     ent = entropy_map(probs).cpu().numpy()
     h, w = ent.shape
     small = ent[::stride, ::stride]

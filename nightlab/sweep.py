@@ -19,14 +19,15 @@ import pandas as pd
 from nightlab.io import atomic_path
 from nightlab.labels import CLASS_NAMES
 from nightlab.report import ABBREV
+from nightlab.variants import CLAIMS, HEADLINE, IMAGE, LABELS, METHOD, SHORT, merged, metric
 from nightlab.viz import new_figure, save_fig
 
-METRICS = "reports/metrics.json"
+NIGHTLAB = metric(merged(METHOD))  # the headline metric an experiment must have to enter a report
 
 
 def _records(node, out: list, state: str | None = None) -> None:
-    """Walk DVC's nested exp-show JSON and collect every revision's {name, params, metrics}. Metrics are
-    merged over every metrics file: reports/metrics.json (the headline) and each stage's own file, so an
+    """Walk DVC's nested exp-show JSON and collect every revision's {name, rev, params, files}: ``files``
+    maps each metrics file (reports/metrics.json, the headline, and each stage's own) to its data, so an
     experiment that stopped at an early stage still shows what that stage measured."""
     if isinstance(node, list):
         for n in node:
@@ -39,12 +40,9 @@ def _records(node, out: list, state: str | None = None) -> None:
         unfinished = node.get("error") or state not in (None, "success")
         if isinstance(data, dict) and "params" in data and not unfinished:
             params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
-            files = data.get("metrics") or {}
-            headline = (files.get(METRICS) or {}).get("data") or {}
-            stage = {f: (v or {}).get("data") or {} for f, v in files.items() if f != METRICS}
+            files = {f: (v or {}).get("data") or {} for f, v in (data.get("metrics") or {}).items()}
             out.append({"name": node.get("name") or data.get("name") or node.get("rev") or data.get("rev"),
-                        "rev": node.get("rev") or data.get("rev"), "params": params, "metrics": headline,
-                        "stage_metrics": stage})
+                        "rev": node.get("rev") or data.get("rev"), "params": params, "files": files})
         for key in ("experiments", "revs"):
             if key in node and node[key]:
                 _records(node[key], out, state)
@@ -101,19 +99,19 @@ def _report_split(params: dict) -> str:
 SWEEP_KEYS = ("hard_classes.threshold", "splits.report", "splits.report_on_select")
 
 
-def sweep_table(exp_show: list | dict, hard_of) -> pd.DataFrame:
+def sweep_table(exp_show: list | dict, hard_of, headline: str) -> pd.DataFrame:
     """One row per threshold and report split (the selection split, where the threshold is chosen, and
-    the held-out one). ``hard_of(rev)`` gives the hard class names a revision selected (its
-    reports/hard_classes.json; ``rev`` is a commit, or "workspace")."""
+    the held-out one), from each revision's ``headline`` metrics file. ``hard_of(rev)`` gives the hard
+    class names a revision selected (``rev`` is a commit, or "workspace")."""
     rows = []
     for r in _variants(exp_show, lambda k: k in SWEEP_KEYS):
-        m, thr = r["metrics"], (r["params"].get("hard_classes") or {}).get("threshold")
-        if thr is None or "merged_hdm.mIoU" not in m:
+        m, thr = r["files"].get(headline, {}), (r["params"].get("hard_classes") or {}).get("threshold")
+        if thr is None or NIGHTLAB not in m:
             continue
         hard = hard_of(r["rev"]) or []
         hard = [c for c in CLASS_NAMES if c in hard]  # in class order
         rows.append({"experiment": r["name"], "threshold": float(thr), "hard classes": hard,
-                     "mIoU image": m.get("image.mIoU"), "mIoU merged (HDM)": m.get("merged_hdm.mIoU"),
+                     "mIoU image": m.get(metric(IMAGE)), "mIoU merged (HDM)": m.get(NIGHTLAB),
                      "report split": _report_split(r["params"]),
                      "selection": bool((r["params"].get("splits") or {}).get("report_on_select"))})
     df = pd.DataFrame(rows, columns=["experiment", "threshold", "hard classes", "mIoU image", "mIoU merged (HDM)",
@@ -179,20 +177,18 @@ def write_sweep_report(table: pd.DataFrame, md_path: str | Path, png_path: str |
 
 
 SEED_COLUMNS = {  # metric -> column, in table order
-    "image.mIoU": "image", "merged_rdn.mIoU": "RDN", "merged_hdm.mIoU": "HDM", "merged_entropy.mIoU": "entropy",
-    "merged_gt.mIoU": "GT boxes", "hdm_vs_image.diff": "HDM - image", "hdm_vs_rdn.diff": "HDM - RDN",
-    "hdm_vs_entropy.diff": "HDM - entropy",
+    **{metric(v): SHORT[v] for v in HEADLINE}, **{f"{c.name}.diff": c.short for c in CLAIMS},
 }
 
 
-def seeds_table(exp_show: list | dict) -> pd.DataFrame:
+def seeds_table(exp_show: list | dict, headline: str) -> pd.DataFrame:
     """One row per training seed (``seed``) with the headline metrics and each difference's bootstrap
     interval (columns ``<name>.ci``). Only revisions that differ from the workspace in ``seed`` alone
     count; revisions with the same seed and metrics are one run."""
     rows = []
     for r in _variants(exp_show, lambda k: k == "seed"):
-        m, seed = r["metrics"], r["params"].get("seed")
-        if seed is None or "merged_hdm.mIoU" not in m:
+        m, seed = r["files"].get(headline, {}), r["params"].get("seed")
+        if seed is None or NIGHTLAB not in m:
             continue
         row = {"experiment": r["name"], "seed": int(seed), "report split": _report_split(r["params"])}
         for key, col in SEED_COLUMNS.items():
@@ -245,13 +241,13 @@ def write_seeds_report(table: pd.DataFrame, md_path: str | Path, provenance: dic
 IMAGE_COUPLED = {"region_model.min_scale"}
 
 
-def ablation_table(exp_show: list | dict) -> pd.DataFrame:
+def ablation_table(exp_show: list | dict, image_metrics: str) -> pd.DataFrame:
     """Image-level variants (ablations and the full-resolution baselines): revisions that differ from the
     workspace only in ``image_model.*`` keys, with the image model's mIoU on the selection split and on
-    the report split (reports/image/metrics.json, written by per_class_iou), the workspace first."""
+    the report split (the ``image_metrics`` file that per_class_iou writes), the workspace first."""
     rows = []
     for r in _variants(exp_show, lambda k: k.startswith("image_model.") or k in IMAGE_COUPLED):
-        m = r["stage_metrics"].get("reports/image/metrics.json") or {}
+        m = r["files"].get(image_metrics) or {}
         if "image.report.mIoU" not in m:
             continue
         change = ", ".join(f"{k.removeprefix('image_model.')}={v}" for k, v in r["changed"].items())
@@ -283,9 +279,7 @@ def write_ablation_report(table: pd.DataFrame, md_path: str | Path, headline: di
     if headline:
         lines += ["", "The default run's two-level results on the same report split, for comparison: "
                   + ", ".join(f"{name} {pct(headline.get(key))}" for name, key in
-                              (("merged with RDN", "merged_rdn.mIoU"), ("merged with HDM", "merged_hdm.mIoU"),
-                               ("merged with entropy boxes", "merged_entropy.mIoU"),
-                               ("merged with ground-truth boxes", "merged_gt.mIoU")))
+                              ((LABELS[v].removeprefix("+ "), metric(v)) for v in HEADLINE if v != IMAGE))
                   + "."]
     with atomic_path(md_path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")

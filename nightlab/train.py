@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +22,12 @@ from nightlab.distributed import mean_across_ranks, sync_batchnorm, world
 from nightlab.io import atomic_path, write_table
 
 CKPT_NAME = "checkpoint.pt"
+CURVE_COLUMNS = ["iter", "epoch", "loss", "lr", "it_per_s"]  # one row every log_every steps
+
+
+def empty_curve() -> pd.DataFrame:
+    """The training curve of a run that trained nothing (an external model, no samples)."""
+    return pd.DataFrame(columns=CURVE_COLUMNS)
 
 
 def seed_everything(seed: int) -> None:
@@ -66,12 +73,15 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, it: int
                     "log": log}, tmp)
 
 
-def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, device, start_iter: int, end_iter: int,
-                    skip: int = 0, amp: bool = False, on_step=None) -> int:
-    """Run batches until the epoch or ``end_iter`` ends; returns the iteration reached.
+def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, device, span: tuple[int, int, int],
+                    amp: bool = False, on_step=None) -> int:
+    """Run batches until the epoch or the run ends; returns the iteration reached.
 
-    ``loss_fn(model, x, y) -> loss``; ``on_step(it, loss, lr)`` is called after each step.
+    ``span`` is (start_iter, end_iter, skip): the iteration the epoch starts at, the one the run stops at,
+    and how many of the epoch's batches were trained on before a resume. ``loss_fn(model, x, y) -> loss``;
+    ``on_step(it, loss, lr)`` is called after each step.
     """
+    start_iter, end_iter, skip = span
     model.train()
     it = start_iter
     for b, (x, y) in enumerate(loader):
@@ -92,28 +102,43 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, device, start_
     return it
 
 
-def fit(model, dataset: Dataset, loss_fn, cfg, out_dir: str | Path, seed: int, device: torch.device,
-        params: dict, desc: str = "train", stop_after: int | None = None, collate_fn=None,
-        optimizer: str = "adamw", sync_bn: bool = True) -> pd.DataFrame:
-    """Train ``model`` for ``cfg.iters`` iterations (a TrainConfig), resuming from ``out_dir``.
+@dataclass(frozen=True)
+class Run:
+    """How one training run goes, besides its TrainConfig: where it checkpoints (``out_dir``), its
+    seed and device, the ``key`` a checkpoint must carry to be resumed (the params and input digests
+    it was trained with), the progress bar's label, the optimizer (``adamw``, or ``sgd`` with momentum
+    for detection heads) and whether BatchNorm statistics are synchronised across processes."""
+    out_dir: Path
+    seed: int
+    device: torch.device
+    key: dict = field(default_factory=dict)
+    desc: str = "train"
+    optimizer: str = "adamw"
+    sync_bn: bool = True
 
-    ``stop_after`` ends the run early after that many iterations (tests use it to simulate a kill).
-    Inside a torch.distributed process group (nightlab.distributed) it trains data-parallel; rank 0
-    alone writes checkpoints, logs and the progress bar. Returns the training curve: one row every
-    ``log_every`` steps with columns iter, epoch, loss, lr and it_per_s.
+
+def fit(model, dataset: Dataset, loss_fn, cfg, run: Run, stop_after: int | None = None) -> pd.DataFrame:
+    """Train ``model`` for ``cfg.iters`` iterations (a TrainConfig), resuming from ``run.out_dir``.
+
+    Batches are collated by ``dataset.collate`` when it has one (detection targets). ``stop_after`` ends
+    the run early after that many iterations (tests use it to simulate a kill). Inside a
+    torch.distributed process group (nightlab.distributed) it trains data-parallel; rank 0 alone writes
+    checkpoints, logs and the progress bar. Returns the training curve: one row every ``log_every``
+    steps with columns iter, epoch, loss, lr and it_per_s.
     """
-    out_dir = Path(out_dir)
+    out_dir, seed, device, params, desc = Path(run.out_dir), run.seed, run.device, run.key, run.desc
+    collate_fn = getattr(dataset, "collate", None)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
     size, rank = world()
     main = rank == 0
     if size > 1 and cfg.batch_size % size:
         raise ValueError(f"train.batch_size {cfg.batch_size} is not divisible by the {size} processes")
-    if size > 1 and sync_bn:  # BatchNorm statistics over the global batch, as in the single-process run.
+    if size > 1 and run.sync_bn:  # BatchNorm statistics over the global batch, as in the single-process run.
         # Before the optimizer: on CPU the synchronised BatchNorms are new modules with new parameters.
         model = sync_batchnorm(model, device)
     trainable = [q for q in model.parameters() if q.requires_grad]  # a frozen part (rdn.backbone: shared) stays out
-    if optimizer == "sgd":  # detection heads train best with SGD + momentum, as in torchvision's references
+    if run.optimizer == "sgd":  # detection heads train best with SGD + momentum, as in torchvision's references
         optimizer = torch.optim.SGD(trainable, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     else:
         optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -150,9 +175,9 @@ def fit(model, dataset: Dataset, loss_fn, cfg, out_dir: str | Path, seed: int, d
     while it < end:
         epoch, skip = divmod(it, batches)  # skip: batches of this epoch trained before a resume
         loader = _loader(dataset, cfg.batch_size, epoch, seed, cfg.workers, collate_fn)
-        it = train_one_epoch(net, loader, optimizer, scheduler, loss_fn, device, it, end, skip, cfg.amp, on_step)
+        it = train_one_epoch(net, loader, optimizer, scheduler, loss_fn, device, (it, end, skip), cfg.amp, on_step)
     bar.close()
-    curve = pd.DataFrame(log, columns=["iter", "epoch", "loss", "lr", "it_per_s"])
+    curve = pd.DataFrame(log, columns=CURVE_COLUMNS)
     if main:
         write_table(curve, csv=out_dir / "train_log.csv")
     return curve

@@ -87,20 +87,21 @@ def cmd_stages(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from nightlab.config import ConfigError, load_params
+    from flows.paths import HARD_CLASSES
+    from nightlab.config import load_params
     from nightlab.device import pick_device
-    from nightlab.io import DataError
+    from nightlab.errors import ConfigError, DataError
     from nightlab.predict import TwoLevel, plan_predictions, predict_files
 
     try:
         jobs = plan_predictions(args.images, args.out, args.image_level)
-    except DataError as err:
+        params = load_params(args.params)
+        device = pick_device(args.device, "--device")
+    except (ConfigError, DataError) as err:
         return _fail(str(err))
     try:
-        params = load_params(args.params)
-        model = TwoLevel.from_params(params.merge, args.detector, args.models, args.hard, pick_device(args.device),
-                                     params.image_model.window)
-    except (ConfigError, DataError) as err:
+        model = TwoLevel.from_params(params, args.models, args.hard or HARD_CLASSES, args.detector, device)
+    except DataError as err:
         return _fail(f"{err} (train the models first: make repro)")
     failures = predict_files(jobs, model)
     print(f"{len(jobs) - len(failures)} of {len(jobs)} images written to {args.out}")
@@ -174,6 +175,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     import json
     import subprocess
 
+    from flows.paths import HARD_CLASSES, IMAGE_METRICS, METRICS
     from nightlab.io import write_json
     from nightlab.sweep import (
         ablation_table,
@@ -191,11 +193,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     if res.returncode != 0:
         return _fail(f"dvc exp show failed: {res.stderr.strip()}")
     def hard_of(rev: str) -> list[str] | None:
-        """The hard classes a revision selected: its reports/hard_classes.json (git-tracked)."""
+        """The hard classes a revision selected: its hard-classes report (git-tracked)."""
         if rev == "workspace":
-            path = Path("reports/hard_classes.json")
-            return json.loads(path.read_text())["names"] if path.is_file() else None
-        shown = subprocess.run(["git", "show", f"{rev}:reports/hard_classes.json"], capture_output=True, text=True)
+            return json.loads(HARD_CLASSES.read_text())["names"] if HARD_CLASSES.is_file() else None
+        shown = subprocess.run(["git", "show", f"{rev}:{HARD_CLASSES.as_posix()}"], capture_output=True, text=True)
         return json.loads(shown.stdout)["names"] if shown.returncode == 0 else None
 
     exps = json.loads(res.stdout or "[]")
@@ -203,18 +204,17 @@ def cmd_report(args: argparse.Namespace) -> int:
                                                                                                 "reports/ablations"))
     prov = _provenance()
     if args.kind == "ablations":
-        table = ablation_table(exps)
+        table = ablation_table(exps, IMAGE_METRICS.as_posix())
         if len(table) < 2:
             return _fail("no experiment that changes only image_model.* params found; run for example "
                          "dvc exp run -S image_model.light_adaptation=false per_class_iou --queue && dvc queue start")
-        headline = json.loads(Path("reports/metrics.json").read_text()) if Path("reports/metrics.json").is_file() \
-            else None
+        headline = json.loads(METRICS.read_text()) if METRICS.is_file() else None
         write_ablation_report(table, out / "ablations.md", headline, prov)
         write_json(out / PROVENANCE, prov)
         print((out / "ablations.md").read_text())
         return 0
     if args.kind == "seeds":
-        table = seeds_table(exps)
+        table = seeds_table(exps, METRICS.as_posix())
         if table.empty:
             return _fail("no experiment with reports/metrics.json and a seed found; run "
                          "dvc exp run -S seed=1,2 --queue && dvc queue start")
@@ -222,7 +222,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         write_json(out / PROVENANCE, prov)
         print((out / "seeds.md").read_text())
         return 0
-    table = sweep_table(exps, hard_of)
+    table = sweep_table(exps, hard_of, METRICS.as_posix())
     if table.empty:
         return _fail("no experiment with reports/metrics.json and hard_classes.threshold found; run "
                      "dvc exp run -S hard_classes.threshold=0.3,0.4,0.5,0.6 -S 'splits.report=[*/val/night]' "
@@ -234,56 +234,49 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
-    import hashlib
-    import subprocess
     import tempfile
 
+    from flows.paths import HARD_SET, MODELS, PROJECT_MODELS
     from nightlab.config import load_params
     from nightlab.confirm import fresh_test_split, hard_boxes
     from nightlab.device import pick_device
-    from nightlab.evaluation import evaluate_two_level
+    from nightlab.errors import ConfigError
+    from nightlab.evaluation import TwoLevelSpec, evaluate_two_level
     from nightlab.headline import headline_metrics
     from nightlab.io import read_json, write_json
-    from nightlab.models.rdn import load_rdn
-    from nightlab.models.store import load_image_model, load_seg_model
-    from nightlab.regions import CropRule
+    from nightlab.trained import TrainedModels
+    from nightlab.variants import CLAIMS
 
     _enter_project()
-    p = load_params("params.yaml")
-    if p.data.kind != "synthetic":
-        return _fail("confirm generates a fresh test split, which needs data.kind: synthetic; with a real dataset, "
+    try:
+        p = load_params("params.yaml")
+        device = pick_device(p.device)
+    except ConfigError as err:
+        return _fail(str(err))
+    if p.data.synthetic is None:
+        return _fail("confirm generates a fresh test split, which needs data.synthetic; with a real dataset, "
                      "keep a split you never report on and name it in splits.report once, at the end")
     if args.data_seed == p.data.seed:
         return _fail(f"--data-seed {args.data_seed} is the seed the models were trained and chosen with (data.seed); "
                      "pick one never used before")
-    for need in ("models/image", "models/region", "models/rdn", "models/hdm", "data/hard_set.json"):
-        if not Path(need).exists():
+    for need in (*PROJECT_MODELS, HARD_SET):
+        if not need.exists():
             return _fail(f"{need}: not found; run dvc repro first")
     scenes = args.scenes or p.data.synthetic.test
-    device = pick_device(p.device)
-    hard = read_json("data/hard_set.json")["ids"]
-    image_model, icfg = load_image_model("models/image", device)
-    region, rcfg = load_seg_model("models/region", device)
-    detectors = {name: (m, cfg["image_scale"]) for name, (m, cfg) in
-                 (("rdn", load_rdn("models/rdn", device)), ("hdm", load_rdn("models/hdm", device)))}
+    hard = read_json(HARD_SET)["ids"]
+    models = TrainedModels.from_dir(MODELS, device, p.image_model.window)
     with tempfile.TemporaryDirectory(prefix="nightlab-confirm-") as tmp:
         print(f"generating {scenes} test scenes with data seed {args.data_seed} ...", flush=True)
         rep = fresh_test_split(tmp, p.data.synthetic, args.data_seed, scenes).select(p.splits.report)
         print(f"evaluating on {len(rep)} images ({', '.join(map(str, p.splits.report))}) ...", flush=True)
-        ev = evaluate_two_level(rep, hard_boxes(rep, p.boxes, hard), image_model, icfg["image_scale"], region,
-                                CropRule.of(rcfg), detectors, hard, p.evaluation.ks, p.merge.max_regions,
-                                p.merge.nms_thresh, p.evaluation.entropy_threshold, p.boxes, p.hdm.criterion,
-                                device, p.merge.batch_size, p.image_model.window)
+        ev = evaluate_two_level(rep, hard_boxes(rep, p.boxes, hard), models, hard, TwoLevelSpec.of(p))
     metrics = headline_metrics(ev, hard, p.evaluation.bootstrap, p.evaluation.bootstrap_seed)
-    rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or None
-    lock = hashlib.md5(Path("dvc.lock").read_bytes()).hexdigest() if Path("dvc.lock").is_file() else None
     out = Path(args.out) / f"data_seed_{args.data_seed}.json"
     write_json(out, {"data_seed": args.data_seed, "scenes": scenes, "report.images": len(rep),
-                     "split": [str(s) for s in p.splits.report], "git_rev": rev, "dvc_lock_md5": lock,
-                     "metrics": metrics})
-    for name in ("hdm_vs_image", "hdm_vs_rdn", "hdm_vs_entropy"):
-        print(f"{name}: {100 * metrics[name + '.diff']:+.2f} mIoU, 95% CI [{100 * metrics[name + '.ci_low']:+.2f}, "
-              f"{100 * metrics[name + '.ci_high']:+.2f}]")
+                     "split": [str(s) for s in p.splits.report], **_provenance(), "metrics": metrics})
+    for claim in CLAIMS:
+        m = {k: 100 * metrics[f"{claim.name}.{k}"] for k in ("diff", "ci_low", "ci_high")}
+        print(f"{claim.name}: {m['diff']:+.2f} mIoU, 95% CI [{m['ci_low']:+.2f}, {m['ci_high']:+.2f}]")
     print(f"written to {out}")
     return 0
 
@@ -296,7 +289,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_params(args: argparse.Namespace) -> int:
-    from nightlab.config import DEFAULT_HEADER, ConfigError, Params, load_profile, params_yaml
+    from nightlab.config import ConfigError, Params, load_profile
+    from nightlab.config.writer import DEFAULT_HEADER, params_yaml
 
     try:
         params = load_profile(args.profile) if args.profile else Params()
@@ -314,6 +308,19 @@ def cmd_params(args: argparse.Namespace) -> int:
         with atomic_path(args.out) as tmp:
             tmp.write_text(text)
         print(f"{args.out}: written" + (f" from {args.profile}" if args.profile else " (defaults)"))
+    return 0
+
+
+def cmd_dvc_yaml(args: argparse.Namespace) -> int:
+    root = _enter_project()
+    from flows.dvc_yaml import render, write
+
+    if args.check:
+        if (root / "dvc.yaml").read_text() != render():
+            return _fail("dvc.yaml is not what the flows declare: run `nightlab dvc-yaml` to write it again", 1)
+        print("dvc.yaml: up to date with the flows")
+        return 0
+    print("dvc.yaml: written" if write(root / "dvc.yaml") else "dvc.yaml: unchanged")
     return 0
 
 
@@ -340,7 +347,7 @@ COMMANDS: list[Command] = [
         arg("--image-level", action="store_true", help="also write the image-level prediction: "
             "<stem>_image_trainIds.png, _image_color.png"),
         arg("--models", default="models", help="directory with image/, region/, hdm/ (default: models)"),
-        arg("--hard", default="reports/hard_classes.json", help="hard classes JSON (default: %(default)s)"),
+        arg("--hard", default=None, help="hard classes JSON (default: the pipeline's, reports/hard_classes.json)"),
         arg("--detector", default="hdm", choices=["hdm", "rdn"], help="region detector (default: hdm)"),
         arg("--device", default="auto", choices=["auto", "cpu", "cuda"]),
         _PARAMS,
@@ -379,6 +386,10 @@ COMMANDS: list[Command] = [
         arg("--profile", help="a profile (an overlay of the defaults), e.g. profiles/tiny.yaml"),
         arg("--out", default="params.yaml", help="where to write it; - for stdout (default: params.yaml)"),
     ]),
+    Command("dvc-yaml", "write dvc.yaml from the flows' declarations (READS, WRITES, PARAMS, import closure)",
+            cmd_dvc_yaml, [
+        arg("--check", action="store_true", help="only check that dvc.yaml is the generated one (exit 1 if not)"),
+    ]),
     Command("stages", "print the pipeline's stages in DAG order, as read from DVC", cmd_stages, [
         arg("targets", nargs="*", help="only these stages and what they depend on"),
     ]),
@@ -397,8 +408,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from nightlab.errors import as_user_error
+
     args = build_parser().parse_args(argv)
-    return args.func(args) or 0
+    try:
+        return args.func(args) or 0
+    except Exception as err:  # a user's mistake (bad params, a missing GPU, a full disk): one block, exit 2
+        user = as_user_error(err, f"nightlab {args.command}")
+        if user is None:
+            raise  # a bug: its traceback
+        return _fail(str(user))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Fixtures: a real Prefect server, and a tiny-profile project after one full `dvc repro`.
 
 The shared helpers (project copies, the Prefect server, the stage environment) live in
-flows/testing.py, which the benchmarks use too.
+tests/scaffold.py, which the benchmarks use too.
 """
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
-from flows.testing import BIN, ROOT, PrefectServer, commit, copy_project
+from scaffold import BIN, ROOT, PrefectServer, commit, copy_project
 
 __all__ = ["BIN", "ROOT", "copy_project", "dag_stages", "ran_stages", "run"]
 

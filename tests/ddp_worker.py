@@ -14,7 +14,7 @@ from nightlab.distributed import is_main, setup, sync_batchnorm, world
 from nightlab.metrics import Evaluator
 from nightlab.models import SegModel
 from nightlab.models.loss import make_loss
-from nightlab.train import fit, seed_everything
+from nightlab.train import Run, fit, seed_everything
 
 CLASSES = 4
 
@@ -59,7 +59,7 @@ def train(out_dir: str, iters: int, batch_size: int, seed: int = 0, batchnorm: b
     model = initial_model(batchnorm, seed)
     cfg = ImageTrainConfig(iters=iters, batch_size=batch_size, lr=3e-3, ckpt_every=iters, log_every=1, amp=False)
     loss = make_loss(SimpleNamespace(night_aware_loss=True, dark_weight=1.0, light_reg=0.01))
-    curve = fit(model, Patches(24, seed), loss, cfg, Path(out_dir), seed, device, {"seed": seed}, desc="ddp test")
+    curve = fit(model, Patches(24, seed), loss, cfg, Run(Path(out_dir), seed, device, {"seed": seed}, "ddp test"))
     if not is_main():
         return {}
     model.eval()

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from nightlab.config import (
-    DATASET_KINDS,
+    REAL_KINDS,
     ConfigError,
     Params,
     ParamsView,
@@ -31,11 +31,11 @@ def test_defaults_parse():
     p = parse_params({})
     assert isinstance(p, Params)
     assert p == parse_params(None)
-    assert p.data.kind == "synthetic"
+    assert p.data.synthetic is not None and p.data.sources == {} and p.data.source_names() == ["synthetic"]
     assert p.hard_classes.threshold == 0.3
     assert p.boxes.min_area == 12
     assert p.image_model.backbone == "resnet18"
-    assert p.data.splits == ("train", "val", "test")
+    assert p.data.synthetic.splits() == ["train", "val", "test"]
     # each model has its own training defaults, the values of the default run
     assert (p.image_model.train.iters, p.image_model.train.batch_size, p.image_model.train.lr) == (300, 8, 0.002)
     assert (p.region_model.train.iters, p.region_model.train.batch_size) == (400, 32)
@@ -52,11 +52,13 @@ def test_partial_train_block_keeps_the_models_own_defaults():
 def test_load_params_file_overrides_and_empty_file(tmp_path):
     f = tmp_path / "params.yaml"
     f.write_text(yaml.safe_dump({"seed": 3, "hard_classes": {"threshold": 0.3},
-                                 "data": {"kind": "cityscapes", "root": "/x", "synthetic": {"height": 128}}}))
+                                 "data": {"sources": {"cs": {"kind": "cityscapes", "root": "/x"}},
+                                          "synthetic": {"height": 128}}}))
     p = load_params(f)
     assert p.seed == 3
     assert p.hard_classes.threshold == 0.3
-    assert p.data.kind == "cityscapes" and p.data.root == "/x"
+    assert p.data.sources["cs"].kind == "cityscapes" and p.data.sources["cs"].root == "/x"
+    assert p.data.source_names() == ["synthetic", "cs"]
     assert p.data.synthetic.height == 128
     assert p.data.synthetic.width == 512  # untouched sibling keeps its default
     empty = tmp_path / "empty.yaml"
@@ -103,30 +105,60 @@ def test_threshold_message_exact_shape(tmp_path):
     assert "1.7" in line and "less than or equal to 1" in line
 
 
+def _source(**kw) -> dict:
+    return {"data": {"sources": {"mine": {"root": "/data", **kw}}}}
+
+
 def test_unknown_dataset_kind_lists_allowed_kinds():
     with pytest.raises(ConfigError) as exc:
-        parse_params({"data": {"kind": "kitti"}})
+        parse_params(_source(kind="kitti"))
     msg = str(exc.value)
-    assert "data.kind" in msg and "kitti" in msg
-    for kind in DATASET_KINDS:
+    assert "data.sources.mine.kind" in msg and "kitti" in msg
+    for kind in REAL_KINDS:
         assert kind in msg
 
 
-@pytest.mark.parametrize("kind", DATASET_KINDS)
+@pytest.mark.parametrize("kind", REAL_KINDS)
 def test_every_dataset_kind_accepted(kind):
-    data = {"kind": kind, **({"encoding": "trainIds"} if kind == "folder" else {})}
-    assert parse_params({"data": data}).data.kind == kind
+    p = parse_params(_source(kind=kind, **({"encoding": "trainIds"} if kind == "folder" else {})))
+    assert p.data.sources["mine"].kind == kind
 
 
 def test_folder_needs_an_explicit_encoding():
     with pytest.raises(ConfigError, match="folder needs encoding"):
-        parse_params({"data": {"kind": "folder"}})
+        parse_params(_source(kind="folder"))
 
 
 @pytest.mark.parametrize("kind", ["nightcity", "acdc", "darkzurich"])
 def test_encoding_a_dataset_does_not_have_is_refused(kind):
     with pytest.raises(ConfigError, match="labelIds only"):
-        parse_params({"data": {"kind": kind, "encoding": "trainIds"}})
+        parse_params(_source(kind=kind, encoding="trainIds"))
+
+
+def test_real_data_only_and_no_data_at_all():
+    p = parse_params({"data": {"synthetic": None, "sources": {"nc": {"kind": "nightcity", "root": "/nc"}}}})
+    assert p.data.synthetic is None and p.data.source_names() == ["nc"]
+    with pytest.raises(ConfigError, match="no data"):
+        parse_params({"data": {"synthetic": None}})
+    with pytest.raises(ConfigError, match="0 scenes in every split"):
+        parse_params({"data": {"synthetic": {"train": 0, "val": 0, "test": 0}}})
+    with pytest.raises(ConfigError, match="generator's"):
+        parse_params({"data": {"sources": {"synthetic": {"kind": "nightcity", "root": "/nc"}}}})
+
+
+@pytest.mark.parametrize("old, rewrite", [
+    ({"kind": "nightcity", "root": "/datasets/NightCity", "splits": ["train", "val"]},
+     "data.sources: {nightcity: {kind: nightcity, root: /datasets/NightCity, splits: [train, val]}}"),
+    ({"kind": "synthetic", "splits": ["train", "val", "test"]}, "non-zero scene count"),
+    ({"kind": "none", "sources": {"nc": {"kind": "nightcity", "root": "/nc"}}}, "data.synthetic: null"),
+])
+def test_the_old_one_source_shorthand_gets_one_message_saying_how_to_write_it(old, rewrite):
+    with pytest.raises(ConfigError) as exc:
+        parse_params({"data": old})
+    msg = str(exc.value)
+    assert rewrite in msg
+    lines = [ln for ln in msg.splitlines() if "data.kind" in ln or "data.root" in ln or "data.splits" in ln]
+    assert len(lines) == 1, msg  # one message for all the shorthand's keys
 
 
 @pytest.mark.parametrize("key, value", [
@@ -145,11 +177,10 @@ def test_yaml_types_are_kept(key, value):
 @pytest.mark.parametrize("splits, message", [
     ([], "at least 1"),
     (["train", "train", "val"], "more than once"),
-    (["train", "validation"], "train, val and test"),  # the synthetic generator's splits
 ])
 def test_bad_split_lists_are_refused(splits, message):
     with pytest.raises(ConfigError, match=message):
-        parse_params({"data": {"splits": splits}})
+        parse_params(_source(kind="nightcity", splits=splits))
 
 
 @pytest.mark.parametrize("key, why", [

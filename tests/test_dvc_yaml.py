@@ -1,121 +1,59 @@
-"""dvc.yaml cannot drift from the code: each stage's deps are exactly the project modules its
-flow imports (its import closure) plus the artifacts it declares in READS, its outs are its
-WRITES, and its params are keys that exist. The params a stage *reads* are enforced at run time
+"""dvc.yaml cannot drift from the code: it is generated from each flow's declarations (READS,
+WRITES, PARAMS) and import closure by ``nightlab dvc-yaml`` (flows/dvc_yaml.py), and the committed
+file must be exactly the generated one. Here: that it is, that the closure really finds every
+import (function-level and relative ones too), that every declared key exists and that every
+stage of the DAG has a flow. The params a stage *reads* are enforced at run time
 (flows.common.stage_flow reads through a ParamsView of the declared keys) and compared with the
 declared ones in the end-to-end run (tests/test_e2e.py).
-
-Run ``python tests/test_dvc_yaml.py`` to print the code deps each stage should list.
 """
 from __future__ import annotations
 
-import ast
 import importlib
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("nightlab", "flows")
-
-
-def _module_file(name: str) -> Path | None:
-    p = ROOT / Path(*name.split("."))
-    if (p / "__init__.py").is_file():
-        return p / "__init__.py"
-    return p.with_suffix(".py") if p.with_suffix(".py").is_file() else None
-
-
-def _imports(path: Path, module: str) -> set[str]:
-    """Every project module named by an import anywhere in the file (function-level imports too)."""
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            out |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
-            mod = ".".join([*base, *([node.module] if node.module else [])])
-            out |= {mod} | {f"{mod}.{a.name}" for a in node.names}
-    return {m for m in out if m.split(".")[0] in PACKAGES}
-
-
-def import_closure(module: str) -> set[str]:
-    """Project files (relative paths) that importing ``module`` can execute."""
-    seen: dict[str, Path] = {}
-    todo = [module]
-    while todo:
-        parts = todo.pop().split(".")
-        for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__ too
-            name = ".".join(parts[:i])
-            f = _module_file(name)
-            if f is not None and name not in seen:
-                seen[name] = f
-                todo.extend(_imports(f, name))
-    return {f.relative_to(ROOT).as_posix() for f in seen.values()}
+from flows.dvc_yaml import ROOT, STAGES, import_closure, render
+from nightlab_cli.main import main
 
 
 def _stages() -> dict:
     return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
-def _paths(entries) -> list[str]:
-    return [e if isinstance(e, str) else next(iter(e)) for e in entries or []]
+def test_committed_dvc_yaml_is_the_generated_one():
+    assert (ROOT / "dvc.yaml").read_text() == render(), "dvc.yaml is stale: run `nightlab dvc-yaml`"
 
 
-def _code_files(dep: str) -> set[str]:
-    """A code dep as files: a directory stands for every .py file under it."""
-    p = ROOT / dep
-    if p.is_dir():
-        return {f.relative_to(ROOT).as_posix() for f in p.rglob("*.py") if "__pycache__" not in f.parts}
-    return {dep}
+def test_the_check_command_fails_on_a_hand_edited_file(tmp_path, monkeypatch, capsys):
+    (tmp_path / "dvc.yaml").write_text(render().replace("- data\n", "- data.seed\n", 1))
+    monkeypatch.chdir(tmp_path)
+    assert main(["dvc-yaml", "--check"]) == 1
+    assert "nightlab dvc-yaml" in capsys.readouterr().err
+    assert main(["dvc-yaml"]) == 0 and main(["dvc-yaml", "--check"]) == 0
+    assert (tmp_path / "dvc.yaml").read_text() == render()
 
 
-def _is_code(dep: str) -> bool:
-    return dep.split("/")[0] in PACKAGES
-
-
-STAGES = sorted(_stages())
-
-
-def _flow_module(stage: str):
-    return importlib.import_module(f"flows.{stage}")
+def test_every_flow_module_is_a_stage():
+    flows = {p.stem for p in (ROOT / "flows").glob("*.py")
+             if hasattr(importlib.import_module(f"flows.{p.stem}"), "WRITES")}
+    assert flows == set(STAGES)
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_code_deps_are_the_import_closure(stage):
+def test_code_deps_are_every_project_file_the_flow_can_run(stage):
     entry = _stages()[stage].get("do", _stages()[stage])
-    listed = set().union(*(_code_files(d) for d in _paths(entry["deps"]) if _is_code(d)))
-    needed = import_closure(f"flows.{stage}")
-    missing, extra = sorted(needed - listed), sorted(listed - needed)
-    assert not missing and not extra, (f"dvc.yaml stage {stage}: add {missing} / remove {extra} "
-                                       "(python tests/test_dvc_yaml.py prints the full list)")
-
-
-@pytest.mark.parametrize("stage", STAGES)
-def test_data_deps_and_outs_are_what_the_flow_declares(stage):
-    entry = _stages()[stage].get("do", _stages()[stage])
-    flow = _flow_module(stage)
-    data_deps = {d for d in _paths(entry["deps"]) if not _is_code(d) and "${" not in d}
-    assert data_deps == {Path(p).as_posix() for p in flow.READS}, f"{stage}: deps vs flows/{stage}.py READS"
-    outs = set()
-    for key in ("outs", "metrics", "plots"):
-        outs |= set(_paths(entry.get(key)))
-    written = {Path(p).as_posix() for p in flow.WRITES}
-    # A directory in WRITES covers the files the stage writes under it.
-    uncovered = {o for o in outs if not any(o == w or o.startswith(w + "/") for w in written)}
-    assert not uncovered, f"{stage}: outs {sorted(uncovered)} are not in flows/{stage}.py WRITES"
-    unlisted = {w for w in written if not any(o == w or o.startswith(w + "/") for o in outs)}
-    assert not unlisted, f"{stage}: WRITES {sorted(unlisted)} are not outs in dvc.yaml"
+    listed = {d for d in entry["deps"] if d.split("/")[0] in ("nightlab", "flows")}
+    assert listed == import_closure(f"flows.{stage}")
+    assert all((ROOT / d).is_file() for d in listed)
 
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_declared_params_exist(stage):
     from nightlab.config import Params
 
-    entry = _stages()[stage].get("do", _stages()[stage])
-    for key in entry.get("params", []):
+    for key in importlib.import_module(f"flows.{stage}").PARAMS:
         node = Params()
         for part in key.split("."):
             if part.startswith("${"):  # a foreach stage's own entry (data.sources.${key}): any name
@@ -125,33 +63,48 @@ def test_declared_params_exist(stage):
             node = getattr(node, part)
 
 
+def test_outputs_under_reports_are_committed_not_cached():
+    for stage in STAGES:
+        entry = _stages()[stage].get("do", _stages()[stage])
+        for kind in ("outs", "metrics", "plots"):
+            for out in entry.get(kind, []):
+                (path, props), = out.items()
+                assert props["persist"] is True, (stage, path)
+                if not path.startswith("reports/"):
+                    assert props.get("cache", True), (stage, path)
+    # the one exception: the per-class IoU table that select_hard_classes reads is DVC's, not git's
+    assert _stages()["per_class_iou"]["outs"][0]["reports/image/per_class_iou.parquet"] == {"persist": True}
+
+
 def test_image_model_keys_split_between_training_and_inference():
     """train_image_model declares every image_model key but the inference-only ones (the sliding window
     never retrains), and every stage that runs the image model (reads models/image, other than for its
     weights alone) declares those."""
     from flows.paths import IMAGE_MODEL
-    from flows.train_image_model import INFERENCE_ONLY
+    from flows.train_image_model import INFERENCE_ONLY, PARAMS
     from nightlab.config import ImageModelConfig
 
-    stages = _stages()
     keys = {f"image_model.{k}" for k in ImageModelConfig.model_fields}
     inference = {f"image_model.{k}" for k in INFERENCE_ONLY}
-    declared = {k for k in stages["train_image_model"]["params"] if k.startswith("image_model")}
-    assert declared == keys - inference
-    runners = [s for s in STAGES if IMAGE_MODEL in _flow_module(s).READS
-               and not getattr(_flow_module(s), "IMAGE_MODEL_WEIGHTS_ONLY", False)]
-    assert runners and all(inference <= set(stages[s].get("params", [])) for s in runners), runners
+    assert {k for k in PARAMS if k.startswith("image_model")} == keys - inference
+    flows = [importlib.import_module(f"flows.{s}") for s in STAGES]
+    runners = [f for f in flows if IMAGE_MODEL in f.READS and not getattr(f, "IMAGE_MODEL_WEIGHTS_ONLY", False)]
+    assert runners and all(inference <= set(f.PARAMS) for f in runners), runners
 
 
-def test_closure_sees_function_level_and_relative_imports(tmp_path):
+def test_closure_sees_function_level_and_relative_imports():
     assert "nightlab/io.py" in import_closure("nightlab.data.manifest")
     assert "flows/common.py" in import_closure("flows.train_rdn")
     assert "nightlab/__init__.py" in import_closure("nightlab.io")
+    # nightlab.export is imported inside a function of the CLI only: not in any stage's closure
+    assert not any("nightlab/export.py" in import_closure(f"flows.{s}") for s in STAGES)
+    assert "nightlab/config/writer.py" not in import_closure("flows.prepare_data")
 
 
-if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
-    for stage in STAGES:
-        print(f"{stage}:")
-        for f in sorted(import_closure(f"flows.{stage}")):
-            print(f"      - {f}")
+def test_the_models_layout_is_the_one_trained_models_reads():
+    from flows.paths import HDM_MODEL, IMAGE_MODEL, MODELS, RDN_MODEL, REGION_MODEL
+    from nightlab.trained import IMAGE, REGION
+
+    assert (IMAGE_MODEL, REGION_MODEL) == (MODELS / IMAGE, MODELS / REGION)
+    assert (RDN_MODEL.name, HDM_MODEL.name, RDN_MODEL.parent, HDM_MODEL.parent) == ("rdn", "hdm", MODELS, MODELS)
+    assert Path("models") == MODELS

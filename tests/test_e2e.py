@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import BIN, ROOT, dag_stages, ran_stages, run
+from scaffold import commit
 
 from flows.common import declared_params
-from flows.testing import commit
 
 pytestmark = pytest.mark.e2e
 STREET = ROOT.parent / "shared" / "fixtures" / "street_day_1024x512.png"

@@ -12,7 +12,7 @@ from nightlab.export import ExportError, export_onnx, export_torchscript, ort_se
 from nightlab.io import DataError
 from nightlab.labels import NUM_CLASSES
 from nightlab.models import SegModel
-from nightlab.models.rdn import RDN, load_rdn, rdn_config
+from nightlab.models.rdn import RDN, RpnSettings, load_rdn, rdn_config
 from nightlab.models.store import load_seg_model, save_model
 from nightlab_cli.main import main as nightlab_main
 
@@ -42,7 +42,7 @@ def model_dir(tmp_path_factory):
 def rdn_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("export") / "rdn"
     torch.manual_seed(0)
-    rdn = RDN("resnet18", (8, 16, 32), fpn=True)
+    rdn = RDN("resnet18", (8, 16, 32), RpnSettings(fpn=True))
     with torch.no_grad():  # the head's init (std 0.01) gives outputs too small for a 1e-4 check to mean much
         for p in rdn.rpn.head.parameters():
             p.normal_(0, 0.1)

@@ -230,7 +230,8 @@ def test_other_bad_external_models_are_clear_errors(tmp_path):
 def test_train_image_model_stage_uses_the_external_model(tmp_path, monkeypatch):
     """flows.train_image_model.use_external through the stage's own params view (declared keys only):
     writes models/image as the model, an empty curve, and leaves it untouched when the next model is bad."""
-    from flows.train_image_model import CURVE_COLUMNS, use_external
+    from flows.train_image_model import use_external
+    from nightlab.train import CURVE_COLUMNS
 
     src = _script(_seg(), tmp_path / "mine.pt")
     monkeypatch.chdir(tmp_path)

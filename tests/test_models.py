@@ -13,7 +13,7 @@ from nightlab.labels import IGNORE, NUM_CLASSES
 from nightlab.models import SegModel
 from nightlab.models.light import LightAdaptation, light_regulariser
 from nightlab.models.loss import exposure_weights, make_loss, seg_loss
-from nightlab.models.rdn import RDN, SharedBackbone, auto_anchor_sizes, rdn_config, rdn_from_config
+from nightlab.models.rdn import RDN, RpnSettings, SharedBackbone, auto_anchor_sizes, rdn_config, rdn_from_config
 from nightlab.models.store import load_seg_model, load_state, save_model, seg_config
 
 
@@ -144,7 +144,7 @@ def _rdn(seed: int = 0, **kw) -> RDN:
     torch.manual_seed(seed)
     kw.setdefault("post_nms_top_n", 20)
     kw.setdefault("pre_nms_top_n", 100)
-    return RDN("resnet18", (8, 16, 32), **kw)
+    return RDN("resnet18", (8, 16, 32), RpnSettings(**kw))
 
 
 def _det_batch():
@@ -177,7 +177,7 @@ def test_rdn_returns_proposals_and_losses():
 def test_rdn_with_fpn_runs(sizes):
     # an odd number of anchor sizes (auto_anchor_sizes may give one) must still split over two levels
     torch.manual_seed(0)
-    model = RDN("resnet18", sizes, fpn=True, pre_nms_top_n=100, post_nms_top_n=20).train()
+    model = RDN("resnet18", sizes, RpnSettings(fpn=True, pre_nms_top_n=100, post_nms_top_n=20)).train()
     images, targets = _det_batch()
     boxes, _, losses = model(images, targets)
     assert model.backbone.levels == 2 and len(boxes) == 2 and set(losses) == {"loss_objectness", "loss_rpn_box_reg"}
@@ -224,8 +224,7 @@ def test_auto_anchor_sizes():
 def test_rdn_config_round_trip_through_the_store(tmp_path):
     cfg = RdnConfig(backbone="resnet18", post_nms_top_n=15, pre_nms_top_n=80, nms_thresh=0.6, image_scale=0.5)
     torch.manual_seed(0)
-    model = RDN(cfg.backbone, (8, 16), cfg.aspect_ratios, cfg.fpn, cfg.pre_nms_top_n, cfg.post_nms_top_n,
-                cfg.nms_thresh, cfg.fg_iou_thresh, cfg.bg_iou_thresh).eval()
+    model = RDN(cfg.backbone, (8, 16), RpnSettings.of(cfg)).eval()
     save_model(tmp_path / "rdn", model, rdn_config(cfg, (8, 16)))
     assert sorted(p.name for p in (tmp_path / "rdn").iterdir()) == ["config.json", "model.pt"]
     state, conf = load_state(tmp_path / "rdn")
@@ -261,7 +260,7 @@ def test_seg_model_round_trip_through_the_store(tmp_path):
 
 def _shared_rdn(seg: SegModel, fpn: bool = False) -> RDN:
     torch.manual_seed(5)
-    return RDN(SharedBackbone(seg, fpn), (8, 16, 32), fpn=fpn, pre_nms_top_n=100, post_nms_top_n=20)
+    return RDN(SharedBackbone(seg, fpn), (8, 16, 32), RpnSettings(fpn=fpn, pre_nms_top_n=100, post_nms_top_n=20))
 
 
 @pytest.mark.parametrize("fpn", [False, True])

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nightlab.config import DEFAULT_HEADER, Params, load_params, load_profile, params_yaml
+from nightlab.config import Params, load_params, load_profile
+from nightlab.config.writer import DEFAULT_HEADER, params_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "profiles").glob("*.yaml"))
@@ -45,7 +46,7 @@ REAL_PROFILES = ["profiles/nightcity_cityscapes.yaml", "profiles/acdc_night.yaml
 
 def _real_profile_common(p) -> None:
     """What both real-data profiles share: one GPU, timm weights, full-resolution sizes, bounded loading."""
-    assert p.device == "cuda" and p.data.kind == "none" and p.distributed.nproc_per_node == 1
+    assert p.device == "cuda" and p.data.synthetic is None and p.distributed.nproc_per_node == 1
     for section in (p.image_model, p.region_model, p.rdn):
         assert section.pretrained == "timm" and section.backbone == "resnet50"
         assert section.train.cache_mb == 0 and section.train.workers >= 8  # decode on demand, in workers
@@ -92,7 +93,7 @@ def test_real_profiles_write_a_params_file_dvc_can_read(tmp_path, path):
     out.write_text(params_yaml(p))
     assert load_params(out) == p
     data = yaml.safe_load(out.read_text())
-    assert set(data["data"]["sources"]) == set(p.data.sources) and data["data"]["kind"] == "none"
+    assert set(data["data"]["sources"]) == set(p.data.sources) and data["data"]["synthetic"] is None
 
 
 def test_default_cache_holds_the_default_training_set():

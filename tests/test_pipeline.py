@@ -139,18 +139,18 @@ def test_schedule_registers_cron_deployment_and_runs_it(tmp_path, prefect_server
 def test_failing_stage_stops_its_dependents(tmp_path, stage_env):
     proj = copy_project(tmp_path / "proj")
     params = yaml.safe_load((proj / "params.yaml").read_text())
-    params["data"].update(kind="cityscapes", root="data/no-such-dataset")
+    params["data"].update(synthetic=None, sources={"cs": {"kind": "cityscapes", "root": "data/no-such-dataset"}})
     (proj / "params.yaml").write_text(yaml.safe_dump(params))
 
     res = run([PY, "-m", "flows.pipeline"], proj, stage_env)
     out = res.stdout + res.stderr
     assert res.returncode != 0, out[-4000:]
-    assert "error: pipeline failed: stage prepare_data failed" in res.stderr, res.stderr[-4000:]
+    assert "error: pipeline failed: stage check_source@cs failed" in res.stderr, res.stderr[-4000:]
     assert "data/no-such-dataset" in res.stderr  # the tail of the stage's output names the problem
 
     order, deps = plan(proj)
-    dependents = {s for s in order if s != "prepare_data" and _depends_on(s, "prepare_data", deps)}
-    assert dependents, "every stage but prepare_data should depend on it"
+    dependents = {s for s in order if s != "check_source@cs" and _depends_on(s, "check_source@cs", deps)}
+    assert dependents == set(order) - {"check_source@cs"}, "every other stage depends on the source's check"
     for stage in dependents:
         assert f"Running stage '{stage}'" not in out
         assert re.search(rf"{stage}\s+not run", out), stage

@@ -15,13 +15,24 @@ from cityscapesscripts.helpers.labels import id2label
 from conftest import ROOT
 
 from nightlab.config import RdnConfig
+from nightlab.hard import read_hard_classes
 from nightlab.inference import image_probs
 from nightlab.io import DataError, read_image, read_label
 from nightlab.labels import IGNORE, NUM_CLASSES, label_ids_to_train_ids
 from nightlab.models import SegModel
-from nightlab.models.rdn import RDN, rdn_config
+from nightlab.models.rdn import RDN, RpnSettings, rdn_config
 from nightlab.models.store import load_image_model, save_model
-from nightlab.predict import IMAGE_LEVEL_OUTPUTS, OUTPUTS, Prediction, expand_inputs, plan_predictions, predict_files
+from nightlab.predict import (
+    IMAGE_LEVEL_OUTPUTS,
+    OUTPUTS,
+    Prediction,
+    TwoLevel,
+    expand_inputs,
+    plan_predictions,
+    predict_files,
+)
+from nightlab.selectors import RegionSelection
+from nightlab.trained import TrainedModels
 from nightlab_cli.main import main
 
 SEG = {"arch": "seg", "backbone": "test_resnet", "decoder_channels": 8, "light_adaptation": True,
@@ -42,11 +53,15 @@ def models(tmp_path_factory) -> Path:
     save_model(root / "image", SegModel("test_resnet", NUM_CLASSES, 8).eval(), {**SEG, "image_scale": 0.5})
     save_model(root / "region", SegModel("test_resnet", NUM_CLASSES, 8).eval(), {**SEG, "region_size": 32})
     cfg = RdnConfig(backbone="test_resnet", image_scale=0.5, pre_nms_top_n=50, post_nms_top_n=10)
-    rdn = RDN(cfg.backbone, (8, 16), cfg.aspect_ratios, cfg.fpn, cfg.pre_nms_top_n, cfg.post_nms_top_n,
-              cfg.nms_thresh, cfg.fg_iou_thresh, cfg.bg_iou_thresh).eval()
+    rdn = RDN(cfg.backbone, (8, 16), RpnSettings.of(cfg)).eval()
     save_model(root / "hdm", rdn, rdn_config(cfg, (8, 16)))
     (root / "hard.json").write_text(json.dumps({"ids": list(range(NUM_CLASSES))}))
     return root
+
+
+def _two_level(models: Path, hard: Path, max_regions: int = 2, score_thresh: float = 0.0) -> TwoLevel:
+    return TwoLevel(TrainedModels.from_dir(models, detectors=("hdm",)), read_hard_classes(hard),
+                    RegionSelection(max_regions, 0.5, score_thresh))
 
 
 def _predict(models: Path, *args) -> int:
@@ -182,17 +197,14 @@ def test_every_train_id_round_trips_through_the_label_ids_file(tmp_path):
 def test_a_shared_backbone_detector_runs_in_the_image_models_pass_with_the_same_result(tmp_path, models):
     from nightlab.models.rdn import SharedBackbone
     from nightlab.models.store import load_seg_model
-    from nightlab.predict import TwoLevel
-
     image_model, _ = load_seg_model(models / "image")
     cfg = RdnConfig(backbone="shared", image_scale=0.5, pre_nms_top_n=50, post_nms_top_n=10)
     torch.manual_seed(1)
-    rdn = RDN(SharedBackbone(image_model, False), (8, 16), cfg.aspect_ratios, pre_nms_top_n=50,
-              post_nms_top_n=10).eval()
+    rdn = RDN(SharedBackbone(image_model, False), (8, 16), RpnSettings.of(cfg)).eval()
     for part in ("image", "region"):
         (tmp_path / part).symlink_to(models / part, target_is_directory=True)
     save_model(tmp_path / "hdm", rdn, rdn_config(cfg, (8, 16), {**SEG, "image_scale": 0.5}))
-    two = TwoLevel(tmp_path, models / "hard.json", max_regions=3)
+    two = _two_level(tmp_path, models / "hard.json", max_regions=3)
     assert two.one_pass
     image = read_image(_png(tmp_path / "f.png", 64, 96, seed=3))
     fused = two(image)
@@ -201,14 +213,72 @@ def test_a_shared_backbone_detector_runs_in_the_image_models_pass_with_the_same_
     assert len(fused.boxes) == 3
     assert np.array_equal(fused.boxes, alone.boxes) and np.array_equal(fused.merged, alone.merged)
     assert np.array_equal(fused.image, alone.image)
-    assert not TwoLevel(models, models / "hard.json").one_pass  # a detector with its own backbone
+    assert not _two_level(models, models / "hard.json").one_pass  # a detector with its own backbone
 
     # A sliding window that tiles the scaled image (32x48 here) leaves no whole-image features to share.
     two.one_pass = True
-    two.window = (32, 48)
-    assert two._fused(image)  # the scaled image fits the window: one pass
-    two.window = (16, 32)
-    assert not two._fused(image)
+    two.models.window = (32, 48)
+    assert not two.models.tiled(image)  # the scaled image fits the window: one pass
+    two.models.window = (16, 32)
+    assert two.models.tiled(image)
     tiled = two(image)
     two.one_pass = False
     assert np.array_equal(tiled.merged, two(image).merged) and np.array_equal(tiled.boxes, two(image).boxes)
+
+
+# ---------------------------------------------------------------- predict == evaluate
+
+class _Frames:
+    """The manifest interface evaluate_two_level reads: images and (all-ignore) labels."""
+
+    def __init__(self, files):
+        self.files = list(files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def image(self, i):
+        return read_image(self.files[i])
+
+    def label(self, i):
+        return np.full(self.image(i).shape[:2], IGNORE, np.uint8)
+
+
+def test_predict_and_the_evaluation_give_the_same_prediction_with_non_default_merge_settings(tmp_path, models):
+    """`nightlab predict` and evaluate_two_level (what evaluate_merged reports) zoom into the same regions
+    with the same score threshold and K, and give the same prediction pixel for pixel."""
+    import pandas as pd
+
+    from nightlab.config import Params
+    from nightlab.config.writer import params_yaml
+    from nightlab.evaluation import TwoLevelSpec, evaluate_two_level
+
+    files = [_png(tmp_path / "in" / f"f{i}.png", 64, 96, seed=10 + i) for i in range(4)]
+    trained = TrainedModels.load(models / "image", "cpu", None, models / "region", {"hdm": models / "hdm"})
+    props = trained.propose("hdm", [read_image(f) for f in files])
+
+    def regions(t):
+        return [len(RegionSelection(3, 0.5, t).top(b, s)) for b, s in props]
+    # a threshold under which K caps some images and the threshold leaves others fewer regions
+    thresh = next(t for t in sorted(np.concatenate([s for _, s in props]).round(6))
+                  if max(regions(t)) == 3 and min(regions(t)) < 3)
+    params = Params().model_copy(update={"merge": Params().merge.model_copy(
+        update={"score_thresh": float(thresh), "max_regions": 3, "batch_size": 5})})
+    (tmp_path / "params.yaml").write_text(params_yaml(params))
+
+    spec = TwoLevelSpec.of(params)
+    assert (spec.selection.max_regions, spec.selection.score_thresh) == (3, thresh)
+    hard = read_hard_classes(models / "hard.json")
+    gt = pd.DataFrame(columns=["sample", "x0", "y0", "x1", "y1", "area"])
+    ev = evaluate_two_level(_Frames(files), gt, trained, hard, spec, keep=("merged_hdm",))
+    counts = ev.regions["merged_hdm"]
+    assert counts == regions(thresh) and min(counts) < 3
+
+    out = tmp_path / "pred"
+    assert main(["predict", str(tmp_path / "in"), "--out", str(out), "--models", str(models), "--hard",
+                 str(models / "hard.json"), "--device", "cpu", "--params", str(tmp_path / "params.yaml")]) == 0
+    for f, expected in zip(files, ev.predictions["merged_hdm"]):
+        assert np.array_equal(read_label(out / f"{f.stem}_trainIds.png"), expected), f
+    # and with the default threshold the regions differ: the setting reached both
+    spec0 = TwoLevelSpec(RegionSelection(3, 0.5, 0.0), spec.ks, spec.entropy_threshold, spec.boxes, spec.criterion, 5)
+    assert evaluate_two_level(_Frames(files), gt, trained, hard, spec0).regions["merged_hdm"] != counts

@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import ROOT, ran_stages, run
-
-from flows.testing import commit, synthetic_in_layout
+from scaffold import commit, synthetic_in_layout
 
 pytestmark = pytest.mark.e2e
 SAMPLE = ROOT.parent / "shared" / "fixtures" / "cityscapes_sample"
@@ -31,12 +30,12 @@ def _two_sources(tmp_path: Path, with_sample: bool) -> dict:
 
 
 def test_two_source_dag_on_real_layouts_and_raw_data_tracked(tmp_path, stage_env):
-    from flows.testing import copy_project
+    from scaffold import copy_project
 
     with_sample = SAMPLE.is_dir()
     sources = _two_sources(tmp_path, with_sample)
     proj = copy_project(tmp_path / "proj", changes={
-        "data.kind": "none", "data.sources": sources,
+        "data.synthetic": None, "data.sources": sources,
         "splits.train": ["cityscapes/train/*", "nightcity/train/*"],
         "splits.select": ["nightcity/val/night"], "splits.report": ["nightcity/val/night"],
         "splits.report_on_select": True})

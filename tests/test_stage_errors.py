@@ -11,9 +11,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 from conftest import ROOT
-
-from flows.testing import copy_project
+from scaffold import copy_project
 
 pytestmark = pytest.mark.e2e
 OUTPUTS = ("data/manifest.parquet", "reports/data/summary.json", "reports/data/class_frequency.csv",
@@ -38,19 +38,30 @@ def _digests(proj: Path) -> dict:
 
 
 def _prepare(proj: Path, env: dict, limit_bytes: int | None = None) -> subprocess.CompletedProcess:
+    """check_source@<each source> then prepare_data, as `dvc repro prepare_data` runs them; the first that fails."""
     def limit():  # RLIMIT_FSIZE: a write past it fails with EFBIG, as on a full disk (Python ignores SIGXFSZ)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
 
-    return subprocess.run([sys.executable, "-m", "flows.prepare_data"], cwd=proj, env=env, capture_output=True,
-                          text=True, timeout=600, preexec_fn=limit if limit_bytes else None)
+    sources = yaml.safe_load((proj / "params.yaml").read_text())["data"]["sources"]
+    for cmd in [["flows.check_source", name] for name in sources] + [["flows.prepare_data"]]:
+        res = subprocess.run([sys.executable, "-m", *cmd], cwd=proj, env=env, capture_output=True, text=True,
+                             timeout=600, preexec_fn=limit if limit_bytes else None)
+        if res.returncode != 0:
+            break
+    return res
+
+
+def _folder(data: Path, **more) -> dict:
+    """Params changes for a project whose only data is a folder dataset (trainIds masks) at ``data``."""
+    return {"data.synthetic": None,
+            "data.sources": {"mine": {"kind": "folder", "root": str(data), "encoding": "trainIds", **more}}}
 
 
 @pytest.fixture
 def folder_project(tmp_path, stage_env):
     """A project on a small folder dataset after one good prepare_data."""
     data = _folder_dataset(tmp_path / "dataset")
-    proj = copy_project(tmp_path / "proj", changes={"data.kind": "folder", "data.root": str(data),
-                                                     "data.encoding": "trainIds"})
+    proj = copy_project(tmp_path / "proj", changes=_folder(data))
     res = _prepare(proj, stage_env)
     assert res.returncode == 0, res.stderr[-3000:]
     return proj, data, _digests(proj)
@@ -96,26 +107,25 @@ def test_a_full_disk_names_the_path_and_keeps_previous_outputs(folder_project, s
 
 def test_no_split_named_train_is_fine(tmp_path, stage_env):
     data = _folder_dataset(tmp_path / "dataset")
-    proj = copy_project(tmp_path / "proj", changes={"data.kind": "folder", "data.root": str(data),
-                                                     "data.encoding": "trainIds", "data.splits": ["val"],
-                                                     "splits.train": ["*/val/*"], "splits.select": ["*/val/*"],
-                                                     "splits.report": ["*/val/*"], "splits.report_on_select": True})
+    proj = copy_project(tmp_path / "proj", changes={**_folder(data, splits=["val"]), "splits.train": ["*/val/*"],
+                                                     "splits.select": ["*/val/*"], "splits.report": ["*/val/*"],
+                                                     "splits.report_on_select": True})
     res = _prepare(proj, stage_env)
     assert res.returncode == 0, res.stderr[-3000:]
     assert (proj / "reports/data/samples.png").is_file()
 
 
 @pytest.mark.parametrize("changes, needle", [
-    ({"data.splits": []}, "data.splits"),
-    ({"data.splits": ["train", "train", "val"]}, "more than once"),
-    ({"data.kind": "folder", "data.encoding": "auto"}, "encoding"),
+    ({"data.sources": {"mine": {"kind": "folder", "root": "x", "splits": []}}}, "data.sources.mine.splits"),
+    ({"data.sources": {"mine": {"kind": "folder", "root": "x", "splits": ["train", "train"], "encoding": "trainIds"}}},
+     "more than once"),
+    ({"data.sources": {"mine": {"kind": "folder", "root": "x"}}}, "encoding"),
+    ({"data.kind": "folder", "data.root": "x"}, "data.sources: {folder: {kind: folder, root: x}}"),
     ({"hard_classes.threshold": "0.5"}, "hard_classes.threshold"),
 ])
 def test_config_mistakes_are_one_block(tmp_path, stage_env, changes, needle):
     proj = copy_project(tmp_path / "proj")
     params = proj / "params.yaml"
-    import yaml
-
     data = yaml.safe_load(params.read_text())
     for key, value in changes.items():
         *parents, last = key.split(".")

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from nightlab.config import BoxesConfig
 from nightlab.hdm import finetune_targets, kept_gt_boxes, merged_crop
 from nightlab.metrics import iou_from_confusion, miou
 from nightlab.selectors import entropy_map, ground_truth, top_k, uncertain_regions
@@ -112,7 +113,7 @@ def test_uncertain_regions_box_the_uncertain_blobs_ranked_by_entropy_mass():
     probs[0] = 1.0  # confident everywhere ...
     probs[:, 10:18, 10:18] = 1 / c  # ... but a small fully uncertain patch
     probs[:, 30:50, 60:90] = 1 / c  # and a large one
-    boxes, mass = uncertain_regions(probs, threshold=0.5, context=0.0, min_size=1, min_area=4, stride=2)
+    boxes, mass = uncertain_regions(probs, 0.5, BoxesConfig(context=0.0, min_size=1, min_area=4), stride=2)
     assert len(boxes) == 2
     big, small = (0, 1) if mass[0] > mass[1] else (1, 0)
     np.testing.assert_allclose(boxes[big], [60, 30, 90, 50])
@@ -125,7 +126,7 @@ def test_uncertain_regions_box_the_uncertain_blobs_ranked_by_entropy_mass():
 def test_uncertain_regions_none_when_the_model_is_sure():
     probs = torch.zeros(3, 16, 16)
     probs[2] = 1
-    boxes, mass = uncertain_regions(probs, threshold=0.5)
+    boxes, mass = uncertain_regions(probs, 0.5, BoxesConfig())
     assert boxes.shape == (0, 4) and mass.shape == (0,)
 
 
@@ -133,8 +134,8 @@ def test_uncertain_regions_drop_specks_below_min_area():
     probs = torch.zeros(3, 32, 32)
     probs[0] = 1
     probs[:, 4:6, 4:6] = 1 / 3  # 4 pixels
-    assert len(uncertain_regions(probs, 0.5, min_area=8, stride=1)[0]) == 0
-    assert len(uncertain_regions(probs, 0.5, min_area=4, stride=1)[0]) == 1
+    assert len(uncertain_regions(probs, 0.5, BoxesConfig(min_area=8), stride=1)[0]) == 0
+    assert len(uncertain_regions(probs, 0.5, BoxesConfig(min_area=4), stride=1)[0]) == 1
 
 
 # ---------------------------------------------------------------- HDM: merged crop and fine-tune targets

@@ -30,7 +30,7 @@ def test_sweep_table_collects_experiments_and_marks_best(tmp_path):
         {"revs": [_rev("exp-d", 0.4, 0.99, ["pole"], rdn={"iters": 5})]},  # changes more than the threshold
     ]
     head = {"rev": "abc123", "name": "main", "data": {"rev": "abc123", "params": {}, "metrics": {}}}  # no metrics
-    table = sweep_table([ws, head], HARD.get)
+    table = sweep_table([ws, head], HARD.get, "reports/metrics.json")
     assert list(table.threshold) == [0.3, 0.5, 0.6]
     assert table.loc[table.threshold == 0.6, "hard classes"].item() == ["wall", "pole", "traffic light"]
     write_sweep_report(table, tmp_path / "t.md", tmp_path / "t.png")
@@ -44,7 +44,7 @@ def test_sweep_puts_held_out_numbers_beside_the_selection_ones_and_chooses_on_se
     ws = _rev("workspace", 0.5, 0.30, ["pole"], held_out=True)
     ws["experiments"] = [{"revs": [_rev("val-0.5", 0.5, 0.45, ["pole"]), _rev("val-0.6", 0.6, 0.40, ["wall"]),
                                    _rev("test-0.6", 0.6, 0.50, ["wall"], held_out=True)]}]
-    table = sweep_table([ws], HARD.get)
+    table = sweep_table([ws], HARD.get, "reports/metrics.json")
     write_sweep_report(table, tmp_path / "t.md", tmp_path / "t.png")
     md = (tmp_path / "t.md").read_text()
     # 0.6 is better on the held-out split, but the choice is made on the selection split
@@ -55,7 +55,7 @@ def test_sweep_puts_held_out_numbers_beside_the_selection_ones_and_chooses_on_se
 def test_sweep_on_a_held_out_split_warns_against_choosing_from_it(tmp_path):
     rev = _rev("workspace", 0.5, 0.45, ["pole"])
     rev["data"]["params"]["params.yaml"]["data"]["splits"] = {"report": ["*/test/night"]}
-    write_sweep_report(sweep_table([rev], HARD.get), tmp_path / "t.md", tmp_path / "t.png")
+    write_sweep_report(sweep_table([rev], HARD.get, "reports/metrics.json"), tmp_path / "t.md", tmp_path / "t.png")
     md = (tmp_path / "t.md").read_text()
     assert "*/test/night (held out)" in md and "choose a threshold on the selection split instead" in md
     assert "(chosen)" not in md
@@ -76,7 +76,7 @@ def test_seeds_report_gives_the_spread_and_counts_intervals_by_side(tmp_path):
                          {"revs": [_seed_rev("exp-2", 2, 0.34, 0.04, 0.02, 0.06)]},
                          {"revs": [_seed_rev("exp-0", 0, 0.32, 0.02, 0.01, 0.03)]},  # the workspace again
                          {"revs": [_seed_rev("exp-val", 0, 0.50, 0.1, 0.05, 0.15, report="*/val/night")]}]
-    table = seeds_table([ws])
+    table = seeds_table([ws], "reports/metrics.json")
     assert list(table.seed) == [0, 1, 2]  # the run on another split is another study, left out
     assert table["HDM - image"].mean() == pytest.approx(0.02)
     write_seeds_report(table, tmp_path / "s.md")
@@ -108,10 +108,10 @@ def test_ablation_table_reads_the_image_stage_metrics_and_leaves_out_other_chang
     other = _image_rev("seed-1", 0.30, 0.30)
     other["data"]["params"]["params.yaml"]["data"]["seed"] = 1
     ws["experiments"].append({"revs": [other]})
-    table = ablation_table([ws])
+    table = ablation_table([ws], "reports/image/metrics.json")
     assert list(table.experiment) == ["workspace", "no-light", "fullres", "fullres-2"]
     write_ablation_report(table, tmp_path / "a.md", {"merged_hdm.mIoU": 0.375})
     md = (tmp_path / "a.md").read_text()
     assert "| light_adaptation=False | no-light | 33.00 | 33.50 | -2.50 |" in md
     assert "| image_scale=1.0 | fullres | 38.00 | 39.00 | +3.00 |" in md
-    assert "merged with HDM 37.50" in md and "99.00" not in md
+    assert "region level, HDM boxes (NightLab) 37.50" in md and "99.00" not in md

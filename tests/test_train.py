@@ -15,7 +15,7 @@ from nightlab.data.manifest import Manifest
 from nightlab.labels import NUM_CLASSES
 from nightlab.models import SegModel
 from nightlab.models.loss import make_loss
-from nightlab.train import CKPT_NAME, curve_drop, fit, seed_everything
+from nightlab.train import CKPT_NAME, Run, curve_drop, fit, seed_everything
 
 CPU = torch.device("cpu")
 LOSS = make_loss(SimpleNamespace(night_aware_loss=True, dark_weight=1.0, light_reg=0.01))
@@ -61,7 +61,7 @@ def _cfg(**kw) -> ImageTrainConfig:
 def _run(out_dir: Path, dataset, cfg: ImageTrainConfig, seed: int = 0, stop_after=None, params=PARAMS):
     seed_everything(seed)
     model = _model(seed)
-    curve = fit(model, dataset, LOSS, cfg, out_dir, seed, CPU, params, stop_after=stop_after)
+    curve = fit(model, dataset, LOSS, cfg, Run(out_dir, seed, CPU, params), stop_after=stop_after)
     return model, curve
 
 

@@ -257,6 +257,11 @@ class DetectionDataset(_Seeded):
     def __len__(self) -> int:
         return len(self.samples)
 
+    @staticmethod
+    def collate(batch):
+        """How the training loop batches this dataset's samples (nightlab.train.fit reads it)."""
+        return detection_collate(batch)
+
     def load(self, i: int) -> np.ndarray:
         """Image (h, w, 3) at ``scale``, uint8."""
         return self.cache.get(i, lambda: resize_pair(self.m.image(i), None, self.scale)[0])

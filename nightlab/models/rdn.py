@@ -9,6 +9,7 @@ out are in the scaled image's pixels (see :func:`nightlab.boxes.scale_boxes`).
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass, fields
 
 import numpy as np
 import timm
@@ -19,6 +20,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead, concat_box_prediction_layers
 from torchvision.ops import FeaturePyramidNetwork
 
+from nightlab.errors import ConfigError
 from nightlab.models.segnet import SegModel, create_backbone, input_normalisation
 
 
@@ -116,7 +118,8 @@ def _levels(reductions: list[int], fpn: bool, what: str) -> list[int]:
     """Indices of the stride-8 (and, with the FPN, stride-16) features among a backbone's levels."""
     picked = [reductions.index(r) for r in ([8, 16] if fpn else [8]) if r in reductions]
     if not picked:
-        raise ValueError(f"backbone {what} has no stride-8 features (strides {reductions})")
+        raise ConfigError(f"rdn.backbone: {what} has no stride-8 features (its strides: {reductions}); the RPN "
+                          "needs them: use a convolutional timm model such as resnet18")
     return picked
 
 
@@ -129,15 +132,33 @@ def auto_anchor_sizes(box_sides: np.ndarray, n: int = 4) -> tuple[int, ...]:
     return tuple(int(s) for s in sizes)
 
 
+@dataclass(frozen=True)
+class RpnSettings:
+    """The RPN's shape and its proposal and matching rules (the rdn section's keys of the same names)."""
+    aspect_ratios: tuple = (0.5, 1.0, 2.0)
+    fpn: bool = False
+    pre_nms_top_n: int = 600
+    post_nms_top_n: int = 100
+    nms_thresh: float = 0.7
+    fg_iou_thresh: float = 0.5
+    bg_iou_thresh: float = 0.3
+
+    @classmethod
+    def of(cls, cfg) -> RpnSettings:
+        """From an RdnConfig, or the dict saved with an RDN (rdn_config)."""
+        get = cfg.__getitem__ if isinstance(cfg, dict) else lambda k: getattr(cfg, k)
+        return cls(**{f.name: get(f.name) for f in fields(cls)})
+
+
 class RDN(nn.Module):
     """``backbone``: a timm model name (the RDN's own backbone) or a built :class:`RPNBackbone`, such
-    as a :class:`SharedBackbone`."""
+    as a :class:`SharedBackbone`; ``pretrained``: the own backbone's weights, from the params key
+    ``option`` (named in errors)."""
 
-    def __init__(self, backbone: str | RPNBackbone, anchor_sizes, aspect_ratios=(0.5, 1.0, 2.0), fpn: bool = False,
-                 pre_nms_top_n: int = 600, post_nms_top_n: int = 100, nms_thresh: float = 0.7,
-                 fg_iou_thresh: float = 0.5, bg_iou_thresh: float = 0.3, pretrained: str | None = None,
-                 option: str = "rdn.pretrained"):
+    def __init__(self, backbone: str | RPNBackbone, anchor_sizes, rpn: RpnSettings = RpnSettings(),
+                 pretrained: str | None = None, option: str = "rdn.pretrained"):
         super().__init__()
+        aspect_ratios, fpn = rpn.aspect_ratios, rpn.fpn
         self.backbone = backbone if isinstance(backbone, RPNBackbone) else RPNBackbone(
             backbone, fpn, pretrained=pretrained, option=option)
         levels = self.backbone.levels
@@ -151,9 +172,9 @@ class RDN(nn.Module):
             anchor_gen = AnchorGenerator((sizes[:half], sizes[len(sizes) - half:]), (tuple(aspect_ratios),) * 2)
         head = RPNHead(self.backbone.out_channels, anchor_gen.num_anchors_per_location()[0])
         self.rpn = RegionProposalNetwork(
-            anchor_gen, head, fg_iou_thresh, bg_iou_thresh, batch_size_per_image=256, positive_fraction=0.5,
-            pre_nms_top_n=dict(training=pre_nms_top_n, testing=pre_nms_top_n),
-            post_nms_top_n=dict(training=post_nms_top_n, testing=post_nms_top_n), nms_thresh=nms_thresh)
+            anchor_gen, head, rpn.fg_iou_thresh, rpn.bg_iou_thresh, batch_size_per_image=256, positive_fraction=0.5,
+            pre_nms_top_n=dict(training=rpn.pre_nms_top_n, testing=rpn.pre_nms_top_n),
+            post_nms_top_n=dict(training=rpn.post_nms_top_n, testing=rpn.post_nms_top_n), nms_thresh=rpn.nms_thresh)
 
     def forward(self, images: torch.Tensor, targets: list[dict] | None = None):
         """images (N, 3, H, W) in [0, 1]; targets [{'boxes': (K, 4)}] for training.
@@ -201,9 +222,8 @@ def build_rdn(cfg, anchor_sizes, image_model: SegModel | None = None) -> RDN:
             raise ValueError("rdn.backbone: shared needs the image model built by this pipeline (a SegModel), "
                              f"not {type(image_model).__name__}")
         backbone = SharedBackbone(image_model, cfg.fpn)
-    return RDN(backbone, anchor_sizes, cfg.aspect_ratios, cfg.fpn, cfg.pre_nms_top_n, cfg.post_nms_top_n,
-               cfg.nms_thresh, cfg.fg_iou_thresh, cfg.bg_iou_thresh, cfg.pretrained,
-               f"{getattr(cfg, 'SECTION', 'rdn')}.pretrained")
+    option = f"{getattr(cfg, 'SECTION', 'rdn')}.pretrained"
+    return RDN(backbone, anchor_sizes, RpnSettings.of(cfg), cfg.pretrained, option)
 
 
 def rdn_config(cfg, anchor_sizes, image_config: dict | None = None) -> dict:
@@ -224,17 +244,15 @@ def rdn_from_config(c: dict) -> RDN:
         from nightlab.models.store import seg_from_config
 
         backbone = SharedBackbone(seg_from_config(c["image_model"]), c["fpn"])
-    return RDN(backbone, c["anchor_sizes"], c["aspect_ratios"], c["fpn"], c["pre_nms_top_n"],
-               c["post_nms_top_n"], c["nms_thresh"], c["fg_iou_thresh"], c["bg_iou_thresh"])
+    return RDN(backbone, c["anchor_sizes"], RpnSettings.of(c))
 
 
 def load_rdn(model_dir, device="cpu") -> tuple[RDN, dict]:
     """An RDN (or its HDM fine-tune) saved by ``store.save_model`` with :func:`rdn_config`."""
-    from nightlab.models.store import load_state
+    from nightlab.models.store import load_state, load_weights
 
     state, cfg = load_state(model_dir)
-    model = rdn_from_config(cfg)
-    model.load_state_dict(state)
+    model = load_weights(rdn_from_config(cfg), state, model_dir)
     return model.to(device).eval(), cfg
 
 

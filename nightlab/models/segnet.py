@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nightlab.config import ConfigError
+from nightlab.errors import ConfigError
 from nightlab.models.light import LightAdaptation
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

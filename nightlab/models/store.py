@@ -8,6 +8,7 @@ and :func:`load_image_model` loads either kind.
 from __future__ import annotations
 
 import hashlib
+import pickle
 import shutil
 from pathlib import Path
 
@@ -34,7 +35,26 @@ def load_state(model_dir: str | Path) -> tuple[dict, dict]:
     path = model_dir / "model.pt"
     if not path.is_file():
         raise DataError(f"{path}: model weights not found (run the stage that trains it first)")
-    return torch.load(path, map_location="cpu", weights_only=True), read_json(model_dir / "config.json")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:  # a truncated or foreign file
+        raise DataError(f"{path}: not a readable model file ({_first_line(err)}); train it again (dvc repro)") from None
+    return state, read_json(model_dir / "config.json")
+
+
+def _first_line(err: BaseException) -> str:
+    return f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}".rstrip(": ")
+
+
+def load_weights(model: torch.nn.Module, state: dict, model_dir: str | Path) -> torch.nn.Module:
+    """``state`` into ``model``; weights that do not fit the network its config.json describes (a model.pt
+    copied from another run) are a DataError naming the directory."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise DataError(f"{model_dir}: model.pt does not fit the network config.json describes (weights from "
+                        f"another run?): {_first_line(err)[:300]}") from None
+    return model
 
 
 def seg_config(cfg) -> dict:
@@ -52,8 +72,7 @@ def seg_from_config(cfg: dict) -> SegModel:
 
 def load_seg_model(model_dir: str | Path, device="cpu") -> tuple[SegModel, dict]:
     state, cfg = load_state(model_dir)
-    model = seg_from_config(cfg)
-    model.load_state_dict(state)
+    model = load_weights(seg_from_config(cfg), state, model_dir)
     return model.to(device).eval(), cfg
 
 

@@ -37,12 +37,11 @@ def generate_scene(out: Path, split: str, index: int, seed: int, h: int, w: int,
     return write_scene(Path(out), split, index, scene, images)
 
 
-def synthetic_shards(cfg: SyntheticConfig, splits, shard_size: int = 16) -> list[tuple[str, list[int]]]:
+def synthetic_shards(cfg: SyntheticConfig, shard_size: int = 16) -> list[tuple[str, list[int]]]:
+    """(split, scene indices) of every shard of the splits the generator makes (cfg.splits())."""
     shards = []
-    for split in splits:
-        n = getattr(cfg, split, None)
-        if n is None:
-            raise ValueError(f"data.synthetic has no size for split {split!r}; set data.synthetic.{split}")
+    for split in cfg.splits():
+        n = getattr(cfg, split)
         shards += [(split, list(range(i, min(i + shard_size, n)))) for i in range(0, n, shard_size)]
     return shards
 

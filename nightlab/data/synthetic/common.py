@@ -91,6 +91,18 @@ class Canvas:
         cv2.circle(self.emissive, (int(x), int(y)), max(1, int(r)), rgb, -1, cv2.LINE_AA)
 
 
+def _person(x, y, pw, ph, leg: int, waist: float, head: float, head_r: float):
+    """A mask painter for a standing person at foot point (x, y), ``pw`` x ``ph`` pixels: coat from 0.82 of
+    the height down to ``waist``, two legs ``leg`` pixels wide below it, a head at ``head`` of the height
+    with radius ``head_r`` of the width (fractions: the two generator versions differ in them)."""
+    def draw(msk):
+        cv2.rectangle(msk, (int(x - pw / 2), int(y - ph * 0.82)), (int(x + pw / 2), int(y - ph * waist)), 1, -1)
+        cv2.rectangle(msk, (int(x - pw / 2), int(y - ph * waist)), (int(x - pw / 2) + leg, int(y)), 1, -1)
+        cv2.rectangle(msk, (int(x + pw / 2) - leg, int(y - ph * waist)), (int(x + pw / 2), int(y)), 1, -1)
+        cv2.circle(msk, (int(x), int(y - ph * head)), max(1, int(pw * head_r)), 1, -1)
+    return draw
+
+
 def _rect(x0, y0, x1, y1):
     return lambda m: cv2.rectangle(m, (int(x0), int(y0)), (int(x1), int(y1)), 1, -1)
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from nightlab.data.synthetic.common import CLOTHES, LABEL_IDS, C, Scene, _poly, _rect  # noqa: F401
 from nightlab.data.synthetic.common import Canvas as _Canvas
+from nightlab.data.synthetic.common import _person as _person_mask
 
 
 @dataclass
@@ -266,14 +267,7 @@ def _person(cv: _Canvas, x, y, s, h):
     inst = cv.new_instance("person")
     col = cv.colour("person", 0.12)
     leg = max(1, int(pw * 0.4))
-
-    def draw(m):
-        cv2.rectangle(m, (int(x - pw / 2), int(y - ph * 0.82)), (int(x + pw / 2), int(y - ph * 0.4)), 1, -1)
-        cv2.rectangle(m, (int(x - pw / 2), int(y - ph * 0.4)), (int(x - pw / 2) + leg, int(y)), 1, -1)
-        cv2.rectangle(m, (int(x + pw / 2) - leg, int(y - ph * 0.4)), (int(x + pw / 2), int(y)), 1, -1)
-        cv2.circle(m, (int(x), int(y - ph * 0.88)), max(1, int(pw * 0.4)), 1, -1)
-
-    cv.fill("person", draw, col, inst)
+    cv.fill("person", _person_mask(x, y, pw, ph, leg, 0.4, 0.88, 0.4), col, inst)
 
 
 def _two_wheeler(cv: _Canvas, x, y, s, cls, ridden, h):

@@ -31,6 +31,7 @@ import numpy as np
 
 from nightlab.data.synthetic import exact
 from nightlab.data.synthetic.common import LABEL_IDS, C, Canvas, Scene, _poly, _rect
+from nightlab.data.synthetic.common import _person as _person_mask
 
 PX_PER_M = 0.2  # at scale 1 (the bottom row) one metre is 0.2 image heights: a 1.7 m person is 0.34 h
 LN_AMBIENT = (-4.422848629194137, -2.8134107167600364)  # ln 0.012, ln 0.06 (no libm call: exact everywhere)
@@ -315,13 +316,20 @@ def _lamp_post(cv: Canvas2, st: Street, left: bool, t: float) -> None:
     cv.glow_disc(lx, ly, max(1.0, 0.25 * m), (1.0, 0.9, 0.7), 1.5)
 
 
-def _sign_post(cv: Canvas2, st: Street, left: bool, t: float) -> None:
+def _post(cv: Canvas2, st: Street, left: bool, t: float, offset: float, mount: tuple[float, float],
+          width_m: float) -> tuple[float, float, float, float]:
+    """A pole on the sidewalk, its height above the ground drawn from ``mount`` (metres): (x, y, metre, mount)."""
     y = st.row(t)
-    x = st.on_sidewalk(left, t, 0.08)
+    x = st.on_sidewalk(left, t, offset)
     m = st.metre(y)
-    mount = cv.rng.uniform(2.2, 2.8)
-    width = max(1.0, 0.08 * m)
-    cv.fill("pole", _rect(x - width / 2, y - mount * m, x + width / 2, y))
+    height = cv.rng.uniform(*mount)
+    width = max(1.0, width_m * m)
+    cv.fill("pole", _rect(x - width / 2, y - height * m, x + width / 2, y))
+    return x, y, m, height
+
+
+def _sign_post(cv: Canvas2, st: Street, left: bool, t: float) -> None:
+    x, y, m, mount = _post(cv, st, left, t, 0.08, (2.2, 2.8), 0.08)
     r = max(1.5, cv.rng.uniform(0.35, 0.5) * m)
     cy = y - mount * m - r * 0.8
     colour = SIGN_COLOURS[cv.rng.integers(len(SIGN_COLOURS))]
@@ -336,12 +344,7 @@ def _sign_post(cv: Canvas2, st: Street, left: bool, t: float) -> None:
 
 
 def _signal(cv: Canvas2, st: Street, left: bool, t: float) -> None:
-    y = st.row(t)
-    x = st.on_sidewalk(left, t, 0.05)
-    m = st.metre(y)
-    mount = cv.rng.uniform(2.5, 4.0)
-    width = max(1.0, 0.12 * m)
-    cv.fill("pole", _rect(x - width / 2, y - mount * m, x + width / 2, y))
+    x, y, m, mount = _post(cv, st, left, t, 0.05, (2.5, 4.0), 0.12)
     hw, hh = max(1.5, 0.35 * m), max(3.0, 1.0 * m)
     top = y - mount * m - hh
     cv.fill("traffic light", _rect(x - hw / 2, top, x + hw / 2, top + hh), (0.10, 0.10, 0.09))
@@ -433,14 +436,7 @@ def _person(cv: Canvas2, st: Street, x: float, t: float) -> None:
     pw = max(2.0, ph * 0.3)
     leg = max(1, int(pw * 0.4))
     inst, col = cv.new_instance("person"), cv.colour("person", 0.12)
-
-    def draw(msk):
-        cv2.rectangle(msk, (int(x - pw / 2), int(y - ph * 0.82)), (int(x + pw / 2), int(y - ph * 0.42)), 1, -1)
-        cv2.rectangle(msk, (int(x - pw / 2), int(y - ph * 0.42)), (int(x - pw / 2) + leg, int(y)), 1, -1)
-        cv2.rectangle(msk, (int(x + pw / 2) - leg, int(y - ph * 0.42)), (int(x + pw / 2), int(y)), 1, -1)
-        cv2.circle(msk, (int(x), int(y - ph * 0.9)), max(1, int(pw * 0.38)), 1, -1)
-
-    cv.fill("person", draw, col, inst)
+    cv.fill("person", _person_mask(x, y, pw, ph, leg, 0.42, 0.9, 0.38), col, inst)
 
 
 def _two_wheeler(cv: Canvas2, st: Street, x: float, t: float, cls: str, ridden: bool) -> None:

@@ -1,7 +1,8 @@
-"""Helpers for exercising the pipeline, shared by tests/ and benches/ (as prefect.testing is for
-Prefect): disposable project copies with a params profile, and a real local Prefect server.
+"""Test scaffolding, shared by tests/ and benches/ (as prefect.testing is for Prefect): disposable
+project copies with a params profile, a real local Prefect server, a Cityscapes-layout dataset.
 
-Not part of any stage: nothing in dvc.yaml imports it.
+Not shipped with the package and not part of any stage; the benchmarks put tests/ on sys.path to
+import it (benches/common.py).
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from nightlab.config import load_profile, params_yaml
+from nightlab.config import load_profile
+from nightlab.config.writer import params_yaml
 from nightlab.distributed import free_port
 
 ROOT = Path(__file__).resolve().parents[1]

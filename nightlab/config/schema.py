@@ -1,49 +1,29 @@
-"""Typed configuration: the one place where every knob and its default is defined.
+"""The params schema: every knob of the pipeline with its default, type and range (pydantic).
 
-``params.yaml`` is loaded once at the edge (a stage's entry point or the command line),
-validated here and passed around as frozen objects. The shipped ``params.yaml`` is exactly
-:func:`params_yaml` of the defaults (a test keeps them equal), so defaults live here alone;
-profiles in ``profiles/`` are overlays that name only what they change.
-
-Unknown keys are refused (a typo must not silently fall back to a default), values keep their
-YAML type (``"0.5"`` or ``true`` is not a number), and every bad value is reported with its
-dotted key and the allowed range, e.g. ``params.yaml: hard_classes.threshold = 1.7: must be <= 1``.
+Descriptions say what a knob does and where its default was chosen, never a measured figure:
+a description is written into params.yaml and its module is a dependency of every stage, so a
+number that changes with every run would rerun everything.
 """
 from __future__ import annotations
 
-import fnmatch
 import re
-from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from nightlab.config.rows import RowSelector, shared_rows
+
 REAL_KINDS = ("cityscapes", "nightcity", "acdc", "darkzurich", "bdd100k", "folder")
-DATASET_KINDS = ("synthetic", *REAL_KINDS)
-# Keys that existed once and were removed: a params file that still sets one gets told why.
-REMOVED = {
-    "data.synthetic.workers": "it never did anything (generation shards run on orchestration.threads / dask_workers)",
-    "hdm.crop_iou": "replaced by hdm.criterion",
-    "hard_classes.split": "replaced by splits.select (source/split/domain selectors)",
-    "hard_classes.domain": "replaced by splits.select (source/split/domain selectors)",
-    "rdn.train.crop": "the RDN always trains on whole images",
-    "region_model.train.crop": "the region model trains on box crops (region_model.region_size)",
-}
-
-
-class ConfigError(ValueError):
-    """A params file that cannot be used; the message names the file, the key and the problem."""
+SYNTHETIC = "synthetic"  # the generator's source name in the manifest
 
 
 class _Strict(BaseModel):
@@ -93,7 +73,7 @@ def _check_timm_name(name: str) -> str:
 # --------------------------------------------------------------------------------------- data
 
 class SyntheticConfig(_Strict):
-    """The built-in procedural night city (docs/design.md section 4)."""
+    """The built-in procedural night city (docs/design.md section 4); null: no synthetic data."""
     version: Literal[1, 2] = Field(2, description="generator version: 2 sized from real street scenes and the same "
                                    "bits on every x86 machine; 1 the original (docs/design.md 4)")
     height: int = Field(256, ge=64, le=2048, description="native image height")
@@ -101,6 +81,10 @@ class SyntheticConfig(_Strict):
     train: int = Field(160, ge=0, description="scenes in the train split; each is rendered by day and by night")
     val: int = Field(40, ge=0, description="scenes in the val split")
     test: int = Field(120, ge=0, description="scenes in the test split (held out: the headline numbers)")
+
+    def splits(self) -> list[str]:
+        """The splits the generator makes: those with at least one scene."""
+        return [s for s in ("train", "val", "test") if getattr(self, s) > 0]
 
 
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -135,27 +119,16 @@ class SourceConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    """Where the samples come from: the synthetic generator or one dataset (kind/root), and data.sources."""
+    """Where the samples come from: the synthetic generator and the real datasets of data.sources."""
     seed: int = Field(0, ge=0, description="data seed: drives the synthetic generator (training has its own seed)")
-    kind: Literal[(*DATASET_KINDS, "none")] = Field(  # type: ignore[valid-type]
-        "synthetic", description="one-source shorthand: synthetic | cityscapes | nightcity | acdc | darkzurich | "
-        "bdd100k | folder | none")
-    root: str = Field("data/raw", description="root of the kind above (real kinds); a DVC dependency of prepare_data")
-    splits: Names = Field(("train", "val", "test"), min_length=1,
-                          description="splits of the kind above to read or generate")
-    encoding: Literal["auto", "labelIds", "trainIds"] = Field("auto", description="label encoding of the kind above")
-    domain: Literal["auto", "day", "night"] = Field("auto", description="override the domain the adapter gives")
+    synthetic: SyntheticConfig | None = Field(
+        SyntheticConfig(), description="the procedural night city (docs/design.md 4); null: no synthetic data")
     sources: dict[str, SourceConfig] = Field(
-        {}, description="more datasets by name: {kind, root, splits, domain, encoding}; DVC tracks each root")
+        {}, description="real datasets by name: {kind, root, splits, domain, encoding}; one check_source@<name> "
+        "stage each, whose DVC dependency is the root")
     out: str = Field("data/prepared", description="where prepare_data writes generated images and labels")
     check_workers: int = Field(2, ge=1, le=64, description="threads that open and check every sample")
     max_errors: int = Field(20, ge=1, le=10_000, description="bad files reported in one pass before stopping")
-    synthetic: SyntheticConfig = SyntheticConfig()
-
-    @field_validator("splits")
-    @classmethod
-    def _unique_splits(cls, v):
-        return SourceConfig._unique_splits(v)
 
     @field_validator("sources")
     @classmethod
@@ -166,54 +139,21 @@ class DataConfig(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _sources_consistent(self):
-        if self.kind in REAL_KINDS:
-            SourceConfig(kind=self.kind, root=self.root, splits=self.splits, domain=self.domain, encoding=self.encoding)
-        if self.kind in self.sources:
-            raise ValueError(f"source name {self.kind!r} is taken by data.kind; rename the entry in data.sources")
-        if self.kind == "none" and not self.sources:
-            raise ValueError("data.kind none needs at least one entry in data.sources")
-        if self.kind == "synthetic":
-            bad = [s for s in self.splits if s not in ("train", "val", "test")]
-            if bad:
-                raise ValueError(f"the synthetic generator makes splits train, val and test, not {bad}")
-            empty = [s for s in self.splits if getattr(self.synthetic, s) == 0]
-            if empty:
-                raise ValueError(f"split(s) {empty} are listed but data.synthetic has 0 scenes for them")
+    def _some_data(self):
+        if self.synthetic is None and not self.sources:
+            raise ValueError("no data: data.synthetic is null and data.sources is empty; name a dataset in "
+                             "data.sources (e.g. nightcity: {kind: nightcity, root: /datasets/NightCity})")
+        if self.synthetic is not None and SYNTHETIC in self.sources:
+            raise ValueError(f"source name {SYNTHETIC!r} is the generator's (data.synthetic); rename the entry in "
+                             "data.sources")
+        if self.synthetic is not None and not self.synthetic.splits():
+            raise ValueError("data.synthetic has 0 scenes in every split (train, val, test); set null for no "
+                             "synthetic data")
         return self
 
-    def source(self) -> SourceConfig:
-        """The real dataset named by kind/root (a real kind only)."""
-        return SourceConfig(kind=self.kind, root=self.root, splits=self.splits, domain=self.domain,
-                            encoding=self.encoding)
-
     def source_names(self) -> list[str]:
-        """Every source by name (the manifest's ``source`` column): the shorthand kind, then data.sources."""
-        return ([] if self.kind == "none" else [self.kind]) + list(self.sources)
-
-
-class RowSelector(BaseModel):
-    """``source/split/domain`` with shell wildcards, e.g. ``nightcity/val/night`` or ``*/train/*``."""
-    model_config = ConfigDict(frozen=True)
-    source: str
-    split: str
-    domain: str
-
-    @classmethod
-    def parse(cls, text: str) -> RowSelector:
-        parts = text.split("/")
-        if len(parts) != 3 or not all(parts):
-            raise ValueError(f"{text!r} is not source/split/domain (use * for any, e.g. '*/val/night')")
-        if parts[2] not in ("day", "night", "*"):
-            raise ValueError(f"{text!r}: domain must be day, night or *")
-        return cls(source=parts[0], split=parts[1], domain=parts[2])
-
-    def __str__(self) -> str:
-        return f"{self.source}/{self.split}/{self.domain}"
-
-    def matches(self, source: str, split: str, domain: str) -> bool:
-        return (fnmatch.fnmatchcase(source, self.source) and fnmatch.fnmatchcase(split, self.split)
-                and fnmatch.fnmatchcase(domain, self.domain))
+        """Every source by name (the manifest's ``source`` column): the generator, then data.sources."""
+        return ([] if self.synthetic is None else [SYNTHETIC]) + list(self.sources)
 
 
 def _selectors(v):
@@ -221,23 +161,6 @@ def _selectors(v):
     if not isinstance(v, (list, tuple)) or not v:
         raise ValueError("must be a non-empty list of source/split/domain selectors")
     return tuple(s if isinstance(s, RowSelector) else RowSelector.parse(s) for s in v)
-
-
-def selectors(*texts: str) -> tuple[RowSelector, ...]:
-    """``selectors("*/val/night")``: RowSelectors from their text, for code and tests."""
-    return tuple(RowSelector.parse(t) for t in texts)
-
-
-def _may_meet(a: str, b: str) -> bool:
-    return a == b or fnmatch.fnmatchcase(a, b) or fnmatch.fnmatchcase(b, a)
-
-
-def shared_rows(select, report) -> list[str]:
-    """Report selectors that can match rows of the selection split (then they are not held out)."""
-    def meet(r, s) -> bool:
-        return all(_may_meet(x, y) for x, y in zip((r.source, r.split, r.domain), (s.source, s.split, s.domain)))
-
-    return sorted({str(r) for r in report for s in select if meet(r, s)})
 
 
 Rows = Annotated[tuple[RowSelector, ...], BeforeValidator(_selectors),
@@ -309,8 +232,7 @@ class ImageTrainConfig(TrainBase):
 
 
 class RdnTrainConfig(TrainBase):
-    iters: int = Field(1000, ge=1, description="optimizer steps (1000: recall@100 of hard boxes 33% on val, 7% at "
-                       "300; reports/decisions.md)")
+    iters: int = Field(1000, ge=1, description="optimizer steps (chosen on val by recall: reports/decisions.md)")
     batch_size: int = Field(4, ge=1)
     lr: float = Field(0.01, gt=0.0, le=10.0)
 
@@ -387,8 +309,8 @@ class RegionModelConfig(SegModelConfig):
 
 class HardClassesConfig(_Strict):
     """Hard-class selection on splits.select (docs/design.md 1.2)."""
-    threshold: float = Field(0.3, ge=0.0, le=1.0, description="class c is hard iff IoU_c < threshold (0.3: the "
-                            "best of 0.3-0.6 on val; the paper uses 0.5; reports/decisions.md)")
+    threshold: float = Field(0.3, ge=0.0, le=1.0, description="class c is hard iff IoU_c < threshold (chosen on val "
+                            "from 0.3-0.6; the paper uses 0.5; reports/decisions.md)")
 
 
 class RdnConfig(_Strict):
@@ -456,8 +378,8 @@ class MergeConfig(_Strict):
     """Two-level inference (supplement section B, docs/design.md 1.7)."""
     score_thresh: float = Field(0.0, ge=0.0, le=1.0, description="proposals with objectness >= this ...")
     nms_thresh: float = Field(0.5, gt=0.0, le=1.0, description="... after NMS at this IoU ...")
-    max_regions: int = Field(2, ge=0, le=1000, description="... the top K per image (2: the fewest of 2-10 within "
-                             "0.1 mIoU of K=10 on val; reports/decisions.md)")
+    max_regions: int = Field(2, ge=0, le=1000, description="... the top K per image (chosen on val: the fewest "
+                             "regions within 0.1 mIoU of K=10; reports/decisions.md)")
     batch_size: int = Field(32, ge=1, description="crops per region-model batch")
     panel_images: int = Field(4, ge=0, le=64, description="report images in the qualitative panel")
 
@@ -545,175 +467,3 @@ class Params(_Strict):
                                  "(distributed.nproc_per_node x nnodes)")
         return self
 
-
-# ------------------------------------------------------------------------------ loading, errors
-
-def _at(data, loc) -> Any:
-    value = data
-    for p in loc:
-        if isinstance(value, dict):
-            value = value.get(p, "?")
-        elif isinstance(value, (list, tuple)) and isinstance(p, int) and -len(value) <= p < len(value):
-            value = value[p]
-        # else: a union-branch tag such as 'tuple[int, ...]' names no data: stay on the same value
-    return value
-
-
-def _format_error(source: str, data: dict, err: ValidationError) -> str:
-    lines = [f"{source}: invalid parameters"]
-    seen = set()
-    for e in err.errors():
-        # Drop pydantic's union/validator tags from the dotted key: only names and indices of the data.
-        loc = [p for p in e["loc"] if isinstance(p, int) or not any(c in str(p) for c in "[]()")]
-        key = ".".join(str(p) for p in loc)
-        if e["type"] == "extra_forbidden":
-            why = REMOVED.get(key)
-            msg = f"was removed: {why}" if why else "unknown key (a typo? see params.yaml for every key)"
-        else:
-            msg = e["msg"].replace("Value error, ", "")
-        line = f"  {key} = {_at(data, loc)!r}: {msg}" if loc else f"  {msg}"  # a rule across sections: no one value
-        if line not in seen:
-            seen.add(line)
-            lines.append(line)
-    return "\n".join(lines)
-
-
-def parse_params(data: dict | None, source: str = "params") -> Params:
-    try:
-        return Params.model_validate(data or {})
-    except ValidationError as err:
-        raise ConfigError(_format_error(source, data or {}, err)) from None
-
-
-def read_params_file(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: params file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read params file: {err}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    if data is not None and not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
-    return data or {}
-
-
-def load_params(path: str | Path = "params.yaml") -> Params:
-    return parse_params(read_params_file(path), str(path))
-
-
-def merge_overlay(base: dict, overlay: dict) -> dict:
-    """``overlay`` (a profile) on top of ``base``: mappings merge key by key, anything else replaces."""
-    out = dict(base)
-    for k, v in overlay.items():
-        out[k] = merge_overlay(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and v else v
-    return out
-
-
-def load_profile(path: str | Path) -> Params:
-    """A profile is an overlay on the defaults: it names only what it changes."""
-    defaults = Params().model_dump(mode="json")
-    return parse_params(merge_overlay(defaults, read_params_file(path)), str(path))
-
-
-# ----------------------------------------------------------------------- params.yaml, written
-
-def _scalar(v) -> str:
-    return yaml.safe_dump(v, default_flow_style=True, width=1000).strip().removesuffix("\n...").strip()
-
-
-def _emit(model: BaseModel, data: dict, indent: int, lines: list[str]) -> None:
-    pad = "  " * indent
-    fields = type(model).model_fields
-    for name, value in data.items():
-        info = fields.get(name)
-        sub = getattr(model, name, None)
-        doc = (info.description or "") if info else ""
-        if isinstance(sub, BaseModel) and not isinstance(sub, RowSelector):
-            head = (type(sub).__doc__ or "").strip().splitlines()[0] if type(sub).__doc__ else ""
-            lines.append(f"{pad}{name}:" + (f"  # {head}" if head and not doc else f"  # {doc}" if doc else ""))
-            _emit(sub, value, indent + 1, lines)
-        elif isinstance(value, dict) and value:  # data.sources: a mapping of sub-models
-            lines.append(f"{pad}{name}:" + (f"  # {doc}" if doc else ""))
-            for key, item in value.items():
-                lines.append(f"{pad}  {key}:")
-                _emit(sub[key], item, indent + 2, lines)
-        else:
-            text = f"{pad}{name}: {_scalar(value)}"
-            lines.append(f"{text:<40}  # {doc}" if doc else text)
-
-
-def params_yaml(params: Params, header: str = "") -> str:
-    """``params`` as a complete, commented params.yaml (DVC looks up every key a stage names)."""
-    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
-    _emit(params, params.model_dump(mode="json"), 0, lines)
-    return "\n".join(lines) + "\n"
-
-
-DEFAULT_HEADER = """\
-The one place for knobs, read by every stage (nightlab.config validates it once; an unknown key
-or a value out of range stops the stage with a message naming the key). Every value here is the
-default: regenerate with `nightlab params` after changing a default in nightlab/config.py, or
-start from a profile: `nightlab params --profile profiles/<name>.yaml`."""
-
-
-# ------------------------------------------------------------------------------ scoped reading
-
-class UndeclaredParam(AttributeError):
-    """A stage read a params key that its dvc.yaml entry does not declare (DVC would not rerun it)."""
-
-
-class ParamsView:
-    """Read-only view of :class:`Params` that allows only the declared keys.
-
-    A stage gets ``ParamsView(params, keys_in_dvc_yaml)``: reading a key that dvc.yaml does not list
-    for the stage raises :class:`UndeclaredParam` instead of silently making the stage depend on a
-    value DVC does not watch. A declared key returns the real object (so library code sees plain
-    config models); an ancestor of declared keys returns another view.
-    """
-
-    def __init__(self, obj, allowed, path: str = "", stage: str = "this stage", seen: set | None = None):
-        object.__setattr__(self, "_obj", obj)
-        object.__setattr__(self, "_allowed", tuple(allowed))
-        object.__setattr__(self, "_path", path)
-        object.__setattr__(self, "_stage", stage)
-        object.__setattr__(self, "_seen", seen if seen is not None else set())
-
-    def __getattr__(self, name: str):
-        if name.startswith("_"):  # dunder lookups (pickle, copy) and our own slots: not params
-            raise AttributeError(name)
-        key = f"{self._path}.{name}" if self._path else name
-        value = getattr(self._obj, name)
-        if callable(value) and not isinstance(value, BaseModel):
-            raise UndeclaredParam(f"{self._stage}: call {name}() on a declared section, not on the params view")
-        if any(key == a or key.startswith(a + ".") for a in self._allowed):
-            self._seen.add(key)
-            return value
-        if any(a.startswith(key + ".") for a in self._allowed):
-            return ParamsView(value, self._allowed, key, self._stage, self._seen)
-        raise UndeclaredParam(f"{self._stage} reads params key {key!r}, which its dvc.yaml entry does not declare "
-                              f"(declared: {', '.join(self._allowed)})")
-
-    def __getitem__(self, name: str):  # mappings such as data.sources
-        key = f"{self._path}.{name}"
-        value = self._obj[name]
-        if any(key == a or key.startswith(a + ".") for a in self._allowed):
-            self._seen.add(key)
-            return value
-        if any(a.startswith(key + ".") for a in self._allowed):
-            return ParamsView(value, self._allowed, key, self._stage, self._seen)
-        raise UndeclaredParam(f"{self._stage} reads params key {key!r}, which its dvc.yaml entry does not declare "
-                              f"(declared: {', '.join(self._allowed)})")
-
-    def __setattr__(self, name, value):
-        raise AttributeError("params are read-only")
-
-    def __repr__(self) -> str:
-        return f"ParamsView({self._path or 'params'}, allowed={list(self._allowed)})"
-
-    @property
-    def seen(self) -> set[str]:
-        """The declared keys (or their sub-keys) read so far."""
-        return self._seen
