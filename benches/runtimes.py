@@ -48,7 +48,7 @@ def measure(two: TwoLevel, images: list[np.ndarray], repeat: int) -> dict:
     with torch.inference_mode():
         m = two.models
         inputs = {"image": [model_input(img, m.image_scale, m.device) for img in images],
-                  "region": [region_inputs(img, two.first_level(img)[1], m.rule) for img in images]}
+                  "region": [region_inputs(img, two.first_level(img).boxes, m.rule) for img in images]}
         inputs["region"] = [x for x in inputs["region"] if len(x)]
         models = {"image": m.image, "region": m.region}
         runs = {}

@@ -64,11 +64,10 @@ def measure(two: TwoLevel, images: list[np.ndarray], repeat: int, amp: bool = Fa
         return class_map(image_probs(m.image, img, scale, device, m.window)).byte().cpu()
 
     def first_level(img):
-        probs, state["boxes"] = two.first_level(img)
-        state["pred"] = class_map(probs)
+        state["first"] = two.first_level(img)
 
     def regions(img):
-        two.merge_with(img, state["pred"], state["boxes"]).byte().cpu()
+        two.second_level(img, state["first"]).byte().cpu()
 
     variants = {
         "image": lambda img: image_level(img, m.image_scale),
@@ -88,7 +87,7 @@ def measure(two: TwoLevel, images: list[np.ndarray], repeat: int, amp: bool = Fa
                     times[name][r, i] = _timed(lambda fn=fn, img=img: fn(img), device)
                 times["part.first_level"][r, i] = _timed(lambda img=img: first_level(img), device)
                 times["part.regions"][r, i] = _timed(lambda img=img: regions(img), device)
-        n_regions = statistics.mean(len(two.first_level(img)[1]) for img in images)
+        n_regions = statistics.mean(len(two.first_level(img).boxes) for img in images)
     per_image = {k: np.median(v, 0) for k, v in times.items()}
     med = {k: float(np.median(v)) for k, v in per_image.items()}
     return {"median_s": med, "per_image_s": {k: v.tolist() for k, v in per_image.items()},

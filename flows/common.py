@@ -136,8 +136,8 @@ def params_of(p, *keys: str) -> dict:
     out = {}
     for key in keys:
         node = p
-        for part in key.split("."):
-            node = getattr(node, part)
+        for part in key.split("."):  # a mapping (data.sources, baselines) by key, a section by attribute
+            node = node[part] if isinstance(getattr(node, "_obj", node), dict) else getattr(node, part)
         out[key] = node.model_dump(mode="json") if hasattr(node, "model_dump") else node
     return json.loads(json.dumps(out, default=str))
 

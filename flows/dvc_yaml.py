@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("nightlab", "flows")
 # The DAG's stages, in the order dvc.yaml lists them (DVC orders the runs by their deps and outs).
 STAGES = ("check_source", "prepare_data", "hard_region_boxes", "train_image_model", "per_class_iou",
-          "select_hard_classes", "train_rdn", "train_region_model", "hdm_relabel_retrain", "evaluate_merged")
+          "select_hard_classes", "train_rdn", "train_region_model", "hdm_relabel_retrain", "train_baseline",
+          "evaluate_merged")
 PLOTS = ("reports/merged/per_class_iou.png",
          {"per_class_iou_variants": {"template": "simple", "x": "class_name",
                                      "y": {"reports/merged/per_class_iou.csv": list(HEADLINE)}}},

@@ -20,7 +20,11 @@ from tqdm import tqdm
 from flows.common import StageOutputs, stage_flow, stage_main
 from flows.declare import metric, plot
 from flows.paths import (
+    BASELINE_DATA,
+    BASELINE_REPORTS,
     BOXES,
+    COMPUTE,
+    COMPUTE_TOTAL,
     CONFUSIONS,
     HARD_CLASSES,
     HARD_SET,
@@ -36,16 +40,21 @@ from flows.paths import (
     REGION_MODEL,
     REGION_REPORTS,
     REPORTS,
+    TRAINING_STAGES,
+    baseline_confusions,
+    baseline_reports,
+    compute_file,
 )
 from nightlab import variants
 from nightlab.boxes import boxes_for
+from nightlab.compute import total_flops
 from nightlab.data.manifest import read_manifest
 from nightlab.device import pick_device
 from nightlab.evaluation import TwoLevelSpec, evaluate_two_level
 from nightlab.headline import headline_metrics, rounded
-from nightlab.inference import class_map
 from nightlab.io import DataError, atomic_path, read_json, read_table, write_json, write_table
 from nightlab.labels import CLASS_NAMES
+from nightlab.merge import RULES
 from nightlab.metrics import iou_from_confusion, miou, subset_miou
 from nightlab.predict import TwoLevel
 from nightlab.report import ReportSplit, confusion_figure, k_curve_figure, paper_tables
@@ -54,13 +63,15 @@ from nightlab.variants import HEADLINE
 from nightlab.viz import draw_boxes, overlay, plot_grouped_iou, save_grid
 
 READS = (MANIFEST, PREPARED, BOXES, HARD_CLASSES, HARD_SET, IMAGE_MODEL, REGION_MODEL, RDN_MODEL, HDM_MODEL,
-         RDN_REPORTS / "metrics.json", REGION_REPORTS / "metrics.json", HDM_REPORTS / "metrics.json")
+         RDN_REPORTS / "metrics.json", REGION_REPORTS / "metrics.json", HDM_REPORTS / "metrics.json", COMPUTE,
+         BASELINE_DATA, BASELINE_REPORTS)
 WRITES = (REPORTS / "README.md", MERGED_REPORTS / "panel.png", MERGED_REPORTS / "per_class_iou.png",
           MERGED_REPORTS / "confusion_hdm.png", MERGED_REPORTS / "confusion_hdm.csv", MERGED_REPORTS / "k_curve.png",
           CONFUSIONS, metric(METRICS), plot(MERGED_REPORTS / "per_class_iou.csv"),
-          plot(MERGED_REPORTS / "k_curve.csv", x="k", y="mIoU"))
+          plot(MERGED_REPORTS / "k_curve.csv", x="k", y="mIoU"), metric(COMPUTE_TOTAL),
+          plot(MERGED_REPORTS / "merge_rules.csv"))
 PARAMS = ("device", "merge", "evaluation", "boxes", "hdm.criterion", "splits.select", "splits.report",
-          "image_model.window")
+          "image_model.window", "baselines")
 
 
 @stage_flow("evaluate_merged")
@@ -81,11 +92,17 @@ def evaluate_merged(p) -> dict:
     ev = evaluate_two_level(rep, boxes_for(read_table(BOXES), rep, hard), models, hard, spec,
                             progress=lambda i: bar.update(1))
     bar.close()
+    baselines = tuple(p.baselines)
+    for name in baselines:  # the same report images, in the same order (both select splits.report)
+        ev.confusions[variants.baseline(name)] = np.load(baseline_confusions(name))["report"]
     cms = ev.confusions
     results = {v: iou_from_confusion(cms[v].sum(0)) for v in cms}
 
-    metrics = headline_metrics(ev, hard, p.evaluation.bootstrap, p.evaluation.bootstrap_seed)
+    metrics = headline_metrics(ev, hard, p.evaluation.bootstrap, p.evaluation.bootstrap_seed, baselines)
     metrics["report.images"] = len(rep)
+    compute = compute_report(baselines)
+    metrics.update({f"compute.{k}": v for k, v in compute["summary"].items()})
+    rules = _rule_table(ev, hard)
 
     table = pd.DataFrame({"class_name": CLASS_NAMES, "hard": [c in hard for c in range(len(CLASS_NAMES))],
                           **{v: results[v] for v in HEADLINE}})
@@ -95,6 +112,8 @@ def evaluate_merged(p) -> dict:
     cm = cms[variants.merged(variants.METHOD)].sum(0)
     with StageOutputs() as out:
         write_json(out(METRICS), metrics)
+        write_json(out(COMPUTE_TOTAL), compute)
+        write_table(rules, csv=out(MERGED_REPORTS / "merge_rules.csv"))
         with atomic_path(out(CONFUSIONS)) as tmp, open(tmp, "wb") as fh:
             np.savez_compressed(fh, images=rep.df.image.to_numpy(str), **cms)
         write_table(table, csv=out(MERGED_REPORTS / "per_class_iou.csv"))
@@ -110,6 +129,36 @@ def evaluate_merged(p) -> dict:
                      ReportSplit(where, held_out, p.merge.max_regions))
     log.info("mIoU: " + ", ".join(f"{v} {metrics[variants.metric(v)]}" for v in HEADLINE))
     return metrics
+
+
+def compute_report(baselines) -> dict:
+    """reports/compute.json: each training stage's FLOPs, the system's total, and each baseline's."""
+    stages = {s: read_json(compute_file(s)) for s in TRAINING_STAGES}
+    total = total_flops(stages)
+    base = {b: read_json(baseline_reports(b) / "compute.json") for b in baselines}
+    short = {"train_image_model": "image", "train_rdn": "rdn", "train_region_model": "region",
+             "hdm_relabel_retrain": "hdm"}
+    summary = {"system_tflop": round(total / 1e12, 3),
+               **{f"share_{short[s]}": round(r["train_flops"] / total, 4) if total else None
+                  for s, r in stages.items()},
+               **{f"{b}_tflop": round(m["train_flops"] / 1e12, 3) for b, m in base.items()}}
+    return {"unit": "FLOP (torch.utils.flop_counter: matrix products and convolutions)", "stages": stages,
+            "system_train_flops": total, "baselines": base,
+            "summary": summary}
+
+
+def _rule_table(ev, hard) -> pd.DataFrame:
+    """Each merge rule on NightLab's regions: mIoU, hard-class mIoU and the largest per-class loss against
+    the image level (the rule is chosen on val: no class may end more than 0.5 IoU below the image level)."""
+    image = iou_from_confusion(ev.confusions[variants.IMAGE].sum(0))
+    rows = []
+    for kind in RULES:
+        iou = iou_from_confusion(ev.confusions[variants.by_rule(kind)].sum(0))
+        drop = np.nanmin(np.where(np.isnan(image), np.nan, iou - image))
+        rows.append({"rule": kind, "mIoU": rounded(miou(iou)), "hard_mIoU": rounded(subset_miou(iou, hard)),
+                     "worst_class_change": rounded(drop),
+                     "worst_class": CLASS_NAMES[int(np.nanargmin(np.where(np.isnan(image), np.inf, iou - image)))]})
+    return pd.DataFrame(rows)
 
 
 def _k_curve(ev, ks, hard) -> pd.DataFrame:
@@ -128,14 +177,14 @@ def _k_curve(ev, ks, hard) -> pd.DataFrame:
 
 def _panel(rep, ev, models, hard, spec, n: int) -> list:
     """Image, labels, image level, merged (HDM) and the HDM boxes, for the first ``n`` images."""
-    two = TwoLevel(models, hard, spec.selection, variants.METHOD, spec.batch_size)
+    two = TwoLevel(models, hard, spec.selection, variants.METHOD, spec.batch_size, spec.rule)
     rows = []
     for i in range(min(n, len(rep))):
         img, lab = rep.image(i), rep.label(i)
-        pred = class_map(models.image_probs(img)).cpu()
+        first = two.first_level(img)
         boxes = ev.boxes[variants.merged(variants.METHOD)][i]
-        merged = two.merge_with(img, pred, boxes).byte().numpy()
-        rows.append([img, lab, pred.byte().numpy(), merged, draw_boxes(overlay(img, merged), boxes)])
+        merged = two.second_level(img, first, boxes).byte().cpu().numpy()
+        rows.append([img, lab, first.pred.byte().cpu().numpy(), merged, draw_boxes(overlay(img, merged), boxes)])
     return rows or [[np.zeros((8, 8, 3), np.uint8)]]
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 
 import pandas as pd
+import torch
 from prefect import get_run_logger, task
 
 from flows.common import (
@@ -43,40 +44,48 @@ from flows.paths import (
     PREPARED,
     RDN_MODEL,
     REGION_MODEL,
+    compute_file,
 )
 from nightlab.boxes import boxes_for
+from nightlab.compute import forward_flops, training_record
 from nightlab.data.dataset import DetectionDataset
 from nightlab.data.manifest import read_manifest
 from nightlab.device import pick_device
 from nightlab.evaluation import RECALL_KS, proposal_recall
 from nightlab.hard import read_hard_classes
 from nightlab.hdm import crop_gain, finetune_targets, kept_gt_boxes, score_proposals
+from nightlab.inference import model_input, takes_prior
 from nightlab.io import read_table, write_json, write_table
+from nightlab.labels import NUM_CLASSES
+from nightlab.merge import MergeRule
 from nightlab.models.rdn import load_rdn, rpn_loss
 from nightlab.models.store import save_model
+from nightlab.regions import views
 from nightlab.train import Run, empty_curve, fit, seed_everything
 from nightlab.trained import Detector, TrainedModels
 from nightlab.variants import DETECTORS
 
 READS = (MANIFEST, PREPARED, BOXES, HARD_SET, IMAGE_MODEL, REGION_MODEL, RDN_MODEL)
 WRITES = (HDM_PROPOSALS, HDM_MODEL, metric(HDM_REPORTS / "metrics.json"),
-          plot(HDM_REPORTS / "finetune_curve.csv", x="iter", y="loss"))
-PARAMS = ("seed", "device", "splits.train", "splits.select", "hdm", "rdn.train", "image_model.window")
+          plot(HDM_REPORTS / "finetune_curve.csv", x="iter", y="loss"), compute_file("hdm_relabel_retrain"))
+PARAMS = ("seed", "device", "splits.train", "splits.select", "hdm", "rdn.train", "image_model.window", "merge.rule",
+          "merge.margin")
 CKPT = CHECKPOINTS / "hdm"
 SHARD = 16
 
 
 @task(persist_result=True, cache_key_fn=key_from_arg, task_run_name="relabel-{first}")
 @catch_user_errors
-def relabel_shard(key: str, first: int, last: int, train_rows, domains, hdm, device_name: str,
+def relabel_shard(key: str, first: int, last: int, rows: tuple, hdm, rule: MergeRule, device_name: str,
                   window=None) -> pd.DataFrame:
-    m = read_manifest(MANIFEST).select(train_rows, domains)
+    """Score the proposals of training images first..last-1 (``rows``: the train selectors and domains)."""
+    m = read_manifest(MANIFEST).select(*rows)
     hard = read_hard_classes(HARD_SET)
     gt = boxes_for(read_table(BOXES), m, hard)
     models = _models(device_name, window)
     samples = list(range(first, last))
     props = models.propose("rdn", [m.image(s) for s in samples], hdm.proposals_per_image)
-    return score_proposals(models, m, gt, props, samples, hard, hdm)
+    return score_proposals(models, m, gt, props, samples, hard, hdm, rule)
 
 
 def _models(device_name: str, window) -> TrainedModels:
@@ -96,11 +105,12 @@ def hdm_relabel_retrain(p) -> dict:
 
     # stage_inputs hashes the manifest, the boxes, the hard set and the three models (dvc.yaml deps).
     window = p.image_model.window
-    base = digest(stage_inputs("hdm_relabel_retrain"),
-                  params_of(p, "seed", "device", "hdm", "splits.train", "image_model.window"), domains)
+    keys = ("seed", "device", "hdm", "splits.train", "image_model.window", "merge.rule", "merge.margin")
+    base = digest(stage_inputs("hdm_relabel_retrain"), params_of(p, *keys), domains)
     t0 = time.perf_counter()
-    futures = [relabel_shard.submit(digest(base, i), i, min(i + SHARD, len(train)), p.splits.train, domains, p.hdm,
-                                    p.device, window) for i in range(0, len(train), SHARD)]
+    rule = MergeRule.of(p.merge)
+    futures = [relabel_shard.submit(digest(base, i), i, min(i + SHARD, len(train)), (p.splits.train, domains), p.hdm,
+                                    rule, p.device, window) for i in range(0, len(train), SHARD)]
     table = pd.concat(task_results(futures), ignore_index=True)
     seconds = time.perf_counter() - t0
     positives, kept = int(table.orig_positive.sum()), int(table.new_label.sum())
@@ -133,17 +143,44 @@ def hdm_relabel_retrain(p) -> dict:
         for k, v in proposal_recall(models.detectors[name], sel, gt, models.device).items():
             metrics[f"hdm.val.{name}.recall_{k}"] = round(v, 6) if v == v else None
         props = models.propose(name, (sel.image(i) for i in range(len(sel))), RECALL_KS[0])
-        gain = crop_gain(models, sel, props, hard, p.hdm)
+        gain = crop_gain(models, sel, props, hard, p.hdm, rule)
         metrics[f"hdm.val.{name}.crop_gain_top{RECALL_KS[0]}"] = round(gain, 6) if gain == gain else None
     gain_all = (table[f"iou_{p.hdm.criterion}"] - table.iou_image).mean() if len(table) else None
     metrics["hdm.train.crop_gain_all"] = None if gain_all is None else round(float(gain_all), 6)
+    steps = p.hdm.finetune_iters if len(curve) else 0
+    compute = training_record(curve.attrs.get("step_flops", 0.0), steps, scoring_flops(models, train, table),
+                              "scoring the proposals of the training images (image model, RDN, region model)")
     with StageOutputs() as out:
+        write_json(out(compute_file("hdm_relabel_retrain")), compute)
         write_table(table, parquet=out(HDM_PROPOSALS))
         write_table(curve, csv=out(HDM_REPORTS / "finetune_curve.csv"))
         save_model(out(HDM_MODEL, directory=True), rdn, rcfg)
         write_json(out(HDM_REPORTS / "metrics.json"), metrics)
     log.info(f"HDM metrics: {metrics}")
     return metrics
+
+
+def scoring_flops(models: TrainedModels, train, table: pd.DataFrame) -> float:
+    """The FLOPs of the relabelling: per training image an image-model and an RDN pass, and the region
+    model on every view of every scored proposal (counted per view shape)."""
+    if len(train) == 0:
+        return 0.0
+    image = train.image(0)
+    rdn = models.detectors["rdn"]
+    per_image = (forward_flops(models.image, model_input(image, models.image_scale, models.device))
+                 + forward_flops(rdn.model, model_input(image, rdn.scale, models.device)))
+    hw = list(zip(train.df.height.astype(int), train.df.width.astype(int)))
+    shapes: dict = {}
+    for r in table.itertuples():
+        for v in views((r.x0, r.y0, r.x1, r.y1), *hw[int(r.sample)], models.rule):
+            shapes[v.shape] = shapes.get(v.shape, 0) + 1
+    prior = takes_prior(models.region)
+    region = 0.0
+    for shape, n in shapes.items():
+        x = torch.zeros(2, 3, *shape, device=models.device)  # a batch of two: as the views run
+        extra = (torch.zeros(2, NUM_CLASSES, *shape, device=models.device),) if prior else ()
+        region += n * forward_flops(models.region, x, *extra) / 2
+    return float(len(train) * per_image + region)
 
 
 if __name__ == "__main__":

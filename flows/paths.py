@@ -43,6 +43,11 @@ MERGED_REPORTS = REPORTS / "merged"
 
 PROJECT_MODELS = (IMAGE_MODEL, REGION_MODEL, RDN_MODEL, HDM_MODEL)
 
+# Training compute: each training stage's FLOPs (nightlab.compute), and the system's total with the baselines'.
+COMPUTE = REPORTS / "compute"
+COMPUTE_TOTAL = REPORTS / "compute.json"
+TRAINING_STAGES = ("train_image_model", "train_rdn", "train_region_model", "hdm_relabel_retrain")
+
 # Outside DVC's outs (DVC deletes outs before a stage runs; resuming needs these).
 CHECKPOINTS = Path("checkpoints")
 PREFECT_CACHE = Path(".prefect-cache")  # Prefect's persisted task results (pyproject.toml [tool.prefect])
@@ -51,3 +56,24 @@ LAST_METRICS = PREFECT_CACHE / "last_metrics.json"  # the previous pipeline run'
 
 def source_fragment(name: str) -> Path:
     return SOURCES / f"{name}.parquet"
+
+
+BASELINE_DATA = Path("data/baselines")  # train_baseline@<name>: per-image confusions on the report split
+BASELINE_REPORTS = REPORTS / "baselines"
+
+
+def baseline_model(name: str) -> Path:
+    return MODELS / "baselines" / name
+
+
+def baseline_confusions(name: str) -> Path:
+    return BASELINE_DATA / f"{name}.npz"
+
+
+def baseline_reports(name: str) -> Path:
+    return BASELINE_REPORTS / name
+
+
+def compute_file(stage: str) -> Path:
+    """Where a training stage records its FLOPs."""
+    return COMPUTE / f"{stage}.json"

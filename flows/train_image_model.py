@@ -21,19 +21,21 @@ from prefect import get_run_logger
 
 from flows.common import StageOutputs, params_of, stage_flow, stage_inputs, stage_main
 from flows.declare import plot
-from flows.paths import CHECKPOINTS, IMAGE_MODEL, IMAGE_REPORTS, MANIFEST, PREPARED
+from flows.paths import CHECKPOINTS, IMAGE_MODEL, IMAGE_REPORTS, MANIFEST, PREPARED, compute_file
 from flows.training import fit_seg_model
+from nightlab.compute import training_record
 from nightlab.config import ImageModelConfig
 from nightlab.data.dataset import ImageDataset
 from nightlab.data.manifest import read_manifest
 from nightlab.device import pick_device
 from nightlab.distributed import launch
-from nightlab.io import write_table
+from nightlab.io import write_json, write_table
 from nightlab.models.store import import_image_model
 from nightlab.train import empty_curve
 
 READS = (MANIFEST, PREPARED)
-WRITES = (IMAGE_MODEL, plot(IMAGE_REPORTS / "train_curve.csv", x="iter", y="loss"))
+WRITES = (IMAGE_MODEL, plot(IMAGE_REPORTS / "train_curve.csv", x="iter", y="loss"),
+          compute_file("train_image_model"))
 CKPT = CHECKPOINTS / "image"
 INFERENCE_ONLY = ("window",)  # image_model keys this stage does not read (tests/test_dvc_yaml.py checks)
 # What training depends on: the checkpoint key (a resumed run must have trained with the same values).
@@ -48,7 +50,7 @@ def train(p, model_dir: Path, curve_csv: Path) -> dict:
     (nightlab.distributed). Rank 0 writes the model and its curve to the (staged) paths it is given."""
     cfg = p.image_model
 
-    def dataset():
+    def dataset(device):
         m = read_manifest(MANIFEST).select(p.splits.train, cfg.train.domains)
         return ImageDataset(m, cfg.image_scale, train=True, crop=cfg.train.crop, hflip=cfg.train.hflip, seed=p.seed,
                             cache_mb=cfg.train.cache_mb)
@@ -67,6 +69,7 @@ def use_external(p, log) -> dict:
     with StageOutputs() as staged:
         config = import_image_model(cfg.external, staged(IMAGE_MODEL, directory=True), cfg.image_scale, device)
         write_table(empty_curve(), csv=staged(IMAGE_REPORTS / "train_curve.csv"))
+        write_json(staged(compute_file("train_image_model")), training_record(0.0, 0))  # trained elsewhere
     log.info(f"{cfg.external}: {config['arch']} model checked on {device} and written to {IMAGE_MODEL} "
              f"(md5 {', '.join(config['external']['md5'].values())})")
     return {"external": cfg.external}
@@ -82,6 +85,7 @@ def train_image_model(p) -> dict:
              f"on {d.nnodes} x {d.nproc_per_node} process(es)")
     with StageOutputs() as staged:
         out = launch(train, p, staged(IMAGE_MODEL, directory=True), staged(IMAGE_REPORTS / "train_curve.csv"), cfg=d)
+        write_json(staged(compute_file("train_image_model")), out["compute"])
     log.info(f"done on {out['samples']} images ({out['device']}): final loss {out['final_loss']:.4f}, "
              f"loss drop {out['drop']:.1%}")
     return {"final_loss": out["final_loss"]}

@@ -12,8 +12,19 @@ from prefect import get_run_logger
 
 from flows.common import StageOutputs, params_of, stage_flow, stage_inputs, stage_main
 from flows.declare import metric, plot
-from flows.paths import BOXES, CHECKPOINTS, HARD_SET, IMAGE_MODEL, MANIFEST, PREPARED, RDN_MODEL, RDN_REPORTS
+from flows.paths import (
+    BOXES,
+    CHECKPOINTS,
+    HARD_SET,
+    IMAGE_MODEL,
+    MANIFEST,
+    PREPARED,
+    RDN_MODEL,
+    RDN_REPORTS,
+    compute_file,
+)
 from nightlab.boxes import boxes_for
+from nightlab.compute import training_record
 from nightlab.data.dataset import DetectionDataset
 from nightlab.data.manifest import read_manifest
 from nightlab.device import pick_device
@@ -28,7 +39,8 @@ from nightlab.train import Run, fit, seed_everything
 from nightlab.trained import Detector
 
 READS = (MANIFEST, PREPARED, BOXES, HARD_SET, IMAGE_MODEL)
-WRITES = (RDN_MODEL, metric(RDN_REPORTS / "metrics.json"), plot(RDN_REPORTS / "train_curve.csv", x="iter", y="loss"))
+WRITES = (RDN_MODEL, metric(RDN_REPORTS / "metrics.json"), plot(RDN_REPORTS / "train_curve.csv", x="iter", y="loss"),
+          compute_file("train_rdn"))
 PARAMS = ("seed", "device", "splits.train", "splits.select", "rdn")
 CKPT = CHECKPOINTS / "rdn"
 # models/image gives the shared backbone's weights: the stage never runs image-model inference, so
@@ -68,6 +80,7 @@ def train_rdn(p) -> dict:
     with StageOutputs() as out:
         save_model(out(RDN_MODEL, directory=True), model, rdn_config(cfg, anchors, icfg))
         write_table(curve, csv=out(RDN_REPORTS / "train_curve.csv"))
+        write_json(out(compute_file("train_rdn")), training_record(curve.attrs["step_flops"], cfg.train.iters))
         write_json(out(RDN_REPORTS / "metrics.json"), metrics)
     log.info(f"RDN recall on {', '.join(map(str, p.splits.select))}: {metrics}")
     return metrics

@@ -69,6 +69,30 @@ def boxes_from_labels(train_ids: np.ndarray, instance_ids: np.ndarray | None, mi
     return df[BOX_COLUMNS].astype({"class_id": "int16", "instance": "int32", "area": "int32"})
 
 
+def proposal_like(boxes: pd.DataFrame, copies: int, jitter: float, seed: int, sizes: dict) -> pd.DataFrame:
+    """``boxes`` (sample, x0..y1) and ``copies`` jittered copies of each, placed and sized as a detector's
+    proposals around an object are: each corner moves by up to ``jitter`` of the box's width or height
+    (uniform, seeded by ``seed``), clipped to its image (``sizes``: {sample: (h, w)}) and kept at least 2
+    pixels. The region model then trains on views like the ones it gets at inference."""
+    if copies == 0 or len(boxes) == 0:
+        return boxes
+    rng = np.random.default_rng(seed)
+    xy = boxes[["x0", "y0", "x1", "y1"]].to_numpy(np.float64)
+    wh = np.tile(np.stack([xy[:, 2] - xy[:, 0], xy[:, 3] - xy[:, 1]], 1), 2)
+    out = [boxes]
+    for _ in range(copies):
+        moved = xy + rng.uniform(-jitter, jitter, xy.shape) * wh
+        hw = np.array([sizes[int(s)] for s in boxes["sample"]], np.float64)  # (n, 2): h, w
+        moved[:, [0, 2]] = moved[:, [0, 2]].clip(0, hw[:, 1:2])
+        moved[:, [1, 3]] = moved[:, [1, 3]].clip(0, hw[:, 0:1])
+        moved[:, 2] = np.maximum(moved[:, 2], moved[:, 0] + 2)
+        moved[:, 3] = np.maximum(moved[:, 3], moved[:, 1] + 2)
+        copy = boxes.copy()
+        copy[["x0", "y0", "x1", "y1"]] = moved
+        out.append(copy)
+    return pd.concat(out, ignore_index=True)
+
+
 def scale_boxes(boxes, factor: float):
     """Native <-> model resolution (``factor`` = image_scale, or 1/image_scale to go back)."""
     return np.asarray(boxes, dtype=np.float64) * factor

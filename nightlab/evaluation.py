@@ -13,9 +13,9 @@ from torchvision.ops import box_iou
 from nightlab import variants
 from nightlab.boxes import recall_at_k
 from nightlab.hdm import crop_iou, merged_crop
-from nightlab.inference import class_map, int_box
+from nightlab.inference import class_map, int_box, native_probs
 from nightlab.labels import NUM_CLASSES
-from nightlab.merge import merge
+from nightlab.merge import PASTE, RULES, MergeRule, merge
 from nightlab.metrics import Evaluator, confusion_matrix
 from nightlab.selectors import RegionSelection, ground_truth, uncertain_regions
 from nightlab.trained import Detector, TrainedModels
@@ -31,15 +31,23 @@ def evaluate_image_model(models: TrainedModels, manifest) -> Evaluator:
     return ev
 
 
+def image_confusions(models: TrainedModels, manifest) -> np.ndarray:
+    """The image model's confusion matrix on each image of ``manifest``: (N, C, C) int64, for paired intervals."""
+    out = [_cm(class_map(models.image_probs(manifest.image(i))).cpu(), torch.from_numpy(manifest.label(i)))
+           for i in range(len(manifest))]
+    return np.stack(out) if out else np.zeros((0, NUM_CLASSES, NUM_CLASSES), np.int64)
+
+
 def evaluate_on_crops(models: TrainedModels, manifest, boxes, batch_size: int):
     """Per-class IoU inside boxes: region model vs the image model's prediction cut to the same box."""
     ev_r, ev_i = Evaluator(), Evaluator()
     for s, g in boxes.groupby("sample"):
         img, lab = manifest.image(int(s)), torch.from_numpy(manifest.label(int(s)))
-        full = class_map(models.image_probs(img)).cpu()
+        logits = models.image_logits(img)
+        full = class_map(native_probs(logits, *img.shape[:2])).cpu()
         h, w = lab.shape
         bxs = g[["x0", "y0", "x1", "y1"]].to_numpy()
-        for b, pr in zip(bxs, models.region_probs(img, bxs, batch_size)):
+        for b, pr in zip(bxs, models.region_probs(img, bxs, batch_size, logits)):
             x0, y0, x1, y1 = int_box(b, h, w)
             ev_r.update(class_map(pr).cpu(), lab[y0:y1, x0:x1])
             ev_i.update(full[y0:y1, x0:x1], lab[y0:y1, x0:x1])
@@ -60,20 +68,25 @@ def proposal_recall(detector: Detector, manifest, gt, device, ks=RECALL_KS) -> d
 class TwoLevelSpec:
     """What :func:`evaluate_two_level` measures besides the models: the headline selection (K =
     ``selection.max_regions``), the budgets of the curves (``ks``), the entropy selector's threshold and
-    box growth (``boxes``, a BoxesConfig), the relabel criterion that says where zooming helps, and the
-    region model's batch size."""
+    box growth (``boxes``, a BoxesConfig), the relabel criterion that says where zooming helps, the
+    region model's batch size and the merge rule (``rule``; each of ``rules`` is also measured on the
+    headline detector's regions, to choose the rule on val)."""
     selection: RegionSelection
     ks: tuple[int, ...]
     entropy_threshold: float
     boxes: object
     criterion: str
     batch_size: int = 32
+    rule: MergeRule = PASTE
+    rules: tuple[MergeRule, ...] = ()
 
     @classmethod
     def of(cls, p) -> TwoLevelSpec:
         """From the params sections merge, evaluation, boxes and hdm.criterion."""
+        rule = MergeRule.of(p.merge)
+        rules = tuple(MergeRule(kind, p.merge.margin) for kind in RULES)
         return cls(RegionSelection.of(p.merge), tuple(p.evaluation.ks), p.evaluation.entropy_threshold, p.boxes,
-                   p.hdm.criterion, p.merge.batch_size)
+                   p.hdm.criterion, p.merge.batch_size, rule, rules)
 
 
 @dataclass
@@ -118,35 +131,47 @@ def evaluate_two_level(manifest, gt_boxes: pd.DataFrame, models: TrainedModels, 
     whose predictions are kept (``TwoLevelEval.predictions``).
     """
     out = TwoLevelEval()
-    k, sel_spec = spec.selection.max_regions, spec.selection
+    k, sel_spec, rule = spec.selection.max_regions, spec.selection, spec.rule
     budgets = sorted(set(spec.ks) | {k})
     top = max(budgets)
     for i in range(len(manifest)):
         img, lab = manifest.image(i), torch.from_numpy(manifest.label(i))
         h, w = lab.shape
-        probs = models.image_probs(img)
+        logits = models.image_logits(img)
+        probs = native_probs(logits, h, w)
         pred = class_map(probs).cpu()
         _record(out, variants.IMAGE, pred, lab, keep)
         gt = gt_boxes[gt_boxes["sample"] == i]
         gt_ranked, _ = ground_truth(gt)
+
+        def regions(boxes, img=img, logits=logits):
+            return models.region_probs(img, boxes, spec.batch_size, logits)
+
+        def merged_with(boxes, rp, how=rule, pred=pred, probs=probs):
+            return merge(pred, zip(boxes, rp), hard_ids, how, probs.cpu() if how.needs_image_probs else None)[0]
+
         # The bound: every ground-truth box; which of them zooming helps (eq. 1 by the criterion).
-        gt_probs = models.region_probs(img, gt_ranked, spec.batch_size)
-        _record(out, variants.merged("gt"), merge(pred, zip(gt_ranked, gt_probs), hard_ids)[0], lab, keep)
+        gt_probs = regions(gt_ranked)
+        _record(out, variants.merged("gt"), merged_with(gt_ranked, gt_probs), lab, keep)
         out.add(out.regions, variants.merged("gt"), len(gt_ranked))
-        helpful = np.array([_helps(pred, pr, lab, b, hard_ids, spec.criterion, h, w)
+        helpful = np.array([_helps(pred, pr, lab, b, hard_ids, spec, probs, h, w)
                             for b, pr in zip(gt_ranked, gt_probs)], dtype=bool)
         ranked = {"gt": (gt_ranked[:top], gt_probs[:top])}
         for name in models.detectors:
             (boxes, scores), = models.propose(name, [img])
             out.add(out.hits, variants.recall(name), (int(_matched(gt_ranked, boxes[:100]).sum()), len(gt_ranked)))
             sel = sel_spec.top(boxes, scores, top)
-            ranked[name] = (sel, models.region_probs(img, sel, spec.batch_size))
+            ranked[name] = (sel, regions(sel))
         sel, mass = uncertain_regions(probs, spec.entropy_threshold, spec.boxes)
         sel = sel_spec.top(sel, mass, top, objectness=False)
-        ranked["entropy"] = (sel, models.region_probs(img, sel, spec.batch_size))
+        ranked["entropy"] = (sel, regions(sel))
+        if variants.METHOD in ranked:  # each merge rule on NightLab's own regions, to choose the rule on val
+            sel, rp = ranked[variants.METHOD]
+            for other in spec.rules:
+                _record(out, variants.by_rule(other.kind), merged_with(sel[:k], rp[:k], other), lab, ())
         for name, (sel, rp) in ranked.items():
             for kk in budgets:
-                merged = merge(pred, zip(sel[:kk], rp[:kk]), hard_ids)[0]
+                merged = merged_with(sel[:kk], rp[:kk])
                 if kk in spec.ks:
                     out.add(out.confusions, variants.at_budget(name, kk), _cm(merged, lab))
                     covered = _matched(gt_ranked[helpful], sel[:kk])
@@ -172,11 +197,14 @@ def _cm(pred: torch.Tensor, lab: torch.Tensor) -> np.ndarray:
     return confusion_matrix(pred.long(), lab.long()).numpy().astype(np.int64)
 
 
-def _helps(pred, probs, lab, box, hard_ids, criterion: str, h: int, w: int) -> bool:
+def _helps(pred, region, lab, box, hard_ids, spec: TwoLevelSpec, image_probs, h: int, w: int) -> bool:
     """Eq. 1 on a ground-truth box: does the region model (or the merge) beat the image level inside it?"""
     x0, y0, x1, y1 = int_box(box, h, w)
     pi, y = pred[y0:y1, x0:x1], lab[y0:y1, x0:x1]
-    cand = merged_crop(pi, probs.cpu(), hard_ids) if criterion == "merged" else class_map(probs.cpu())
+    if spec.criterion == "merged":
+        cand = merged_crop(pi, region.cpu(), hard_ids, spec.rule, image_probs[:, y0:y1, x0:x1].cpu())
+    else:
+        cand = class_map(region.cpu())
     return crop_iou(cand, y) > crop_iou(pi, y)
 
 

@@ -33,8 +33,9 @@ import pandas as pd
 import torch
 from torchvision.ops import box_iou
 
-from nightlab.inference import class_map, int_box
+from nightlab.inference import class_map, int_box, native_probs
 from nightlab.labels import IGNORE, NUM_CLASSES
+from nightlab.merge import PASTE, MergeRule
 from nightlab.metrics import confusion_matrix
 
 
@@ -49,11 +50,15 @@ def crop_iou(pred: torch.Tensor, label: torch.Tensor, num_classes: int = NUM_CLA
     return float((tp[present] / (gt + pr - tp)[present]).mean())
 
 
-def merged_crop(image_pred: torch.Tensor, region_probs_: torch.Tensor, hard_ids) -> torch.Tensor:
-    """The merge inside one box: the region model's class where it is a hard class, else the image level's."""
-    region_pred = class_map(region_probs_)
-    hard = torch.as_tensor(list(hard_ids), dtype=torch.long, device=region_pred.device)
-    return torch.where(torch.isin(region_pred, hard), region_pred, image_pred.to(region_pred.device))
+def merged_crop(image_pred: torch.Tensor, region_probs_: torch.Tensor, hard_ids, rule: MergeRule = PASTE,
+                image_probs: torch.Tensor | None = None) -> torch.Tensor:
+    """The merge inside one box (nightlab.merge): by the paste rule, the region model's class where it is
+    a hard class, else the image level's; ``image_probs``: the image level's softmax in the box, which the
+    margin and fuse rules read."""
+    hard = torch.as_tensor(list(hard_ids), dtype=torch.long, device=region_probs_.device)
+    pred = image_pred.to(region_probs_.device)
+    cls, _, may = rule.inside(pred, image_probs, region_probs_, hard)
+    return torch.where(may, cls, pred)
 
 
 def relabel(orig_positive, iou_candidate, iou_image) -> tuple[np.ndarray, np.ndarray]:
@@ -73,9 +78,10 @@ def match(proposals, gt) -> tuple[np.ndarray, np.ndarray]:
     return best.numpy(), idx.numpy()
 
 
-def score_proposals(models, manifest, gt_boxes, props, samples, hard_ids, hdm) -> pd.DataFrame:
-    """Crop IoU of the image level, the region model and their merge for each proposal, and its
-    relabelling by ``hdm.criterion`` (``hdm``: an HdmConfig: criterion, match_iou, batch_size).
+def score_proposals(models, manifest, gt_boxes, props, samples, hard_ids, hdm, rule: MergeRule = PASTE
+                    ) -> pd.DataFrame:
+    """Crop IoU of the image level, the region model and their merge (by ``rule``) for each proposal, and
+    its relabelling by ``hdm.criterion`` (``hdm``: an HdmConfig: criterion, match_iou, batch_size).
 
     ``models`` is a TrainedModels with the image and region models; ``props`` is one (boxes, scores)
     pair per sample (native pixels); ``gt_boxes`` the hard boxes (``sample`` = row of ``manifest``). One
@@ -90,16 +96,19 @@ def score_proposals(models, manifest, gt_boxes, props, samples, hard_ids, hdm) -
         h, w = lab.shape
         gt = gt_boxes[gt_boxes["sample"] == s][["x0", "y0", "x1", "y1"]].to_numpy()
         best, gt_idx = match(boxes, gt)
-        full = class_map(models.image_probs(img)).cpu()
-        for j, (b, pr) in enumerate(zip(boxes, models.region_probs(img, boxes, hdm.batch_size))):
+        logits = models.image_logits(img)
+        probs = native_probs(logits, h, w).cpu()
+        full = class_map(probs)
+        for j, (b, pr) in enumerate(zip(boxes, models.region_probs(img, boxes, hdm.batch_size, logits))):
             x0, y0, x1, y1 = int_box(b, h, w)
             y, pi = lab[y0:y1, x0:x1], full[y0:y1, x0:x1]
             pr = pr.cpu()
+            merged = merged_crop(pi, pr, hard_ids, rule, probs[:, y0:y1, x0:x1])
             rows.append(dict(sample=int(s), rank=j, x0=b[0], y0=b[1], x1=b[2], y1=b[3], score=float(scores[j]),
                              best_gt_iou=float(best[j]), gt_index=int(gt_idx[j]) if best[j] > 0 else -1,
                              orig_positive=bool(best[j] >= hdm.match_iou),
                              iou_image=crop_iou(pi, y), iou_region=crop_iou(class_map(pr), y),
-                             iou_merged=crop_iou(merged_crop(pi, pr, hard_ids), y)))
+                             iou_merged=crop_iou(merged, y)))
     df = pd.DataFrame(rows)
     if len(df):
         df["v"], df["new_label"] = relabel(df.orig_positive, df[f"iou_{criterion}"], df.iou_image)
@@ -132,9 +141,10 @@ def finetune_targets(table: pd.DataFrame, gt_boxes: pd.DataFrame, targets: str =
     raise ValueError(f"unknown HDM targets {targets!r}: boxes or proposals")
 
 
-def crop_gain(models, manifest, props, hard_ids, hdm) -> float:
+def crop_gain(models, manifest, props, hard_ids, hdm, rule: MergeRule = PASTE) -> float:
     """Mean (candidate - image) crop IoU over the given proposals of every image of ``manifest``,
-    the candidate being the merge or the region model (``hdm.criterion``). Negative when zooming hurts."""
+    the candidate being the merge (by ``rule``) or the region model (``hdm.criterion``). Negative when
+    zooming hurts."""
     df = score_proposals(models, manifest, pd.DataFrame(columns=["sample", "x0", "y0", "x1", "y1"]), props,
-                         list(range(len(manifest))), hard_ids, hdm)
+                         list(range(len(manifest))), hard_ids, hdm, rule)
     return float((df[f"iou_{hdm.criterion}"] - df.iou_image).mean()) if len(df) else float("nan")

@@ -16,19 +16,22 @@ def rounded(v) -> float | None:
     return None if v is None or not np.isfinite(v) else round(float(v), 6)
 
 
-def headline_metrics(ev, hard_ids, bootstrap: int, bootstrap_seed: int) -> dict:
+def headline_metrics(ev, hard_ids, bootstrap: int, bootstrap_seed: int, baselines: tuple[str, ...] = ()) -> dict:
     """The flat metrics of a two-level evaluation: mIoU (all and hard classes) and regions per image
     of each variant, every claimed difference with its 95% interval, the share of the gap to the
-    ground-truth-box bound that HDM closes, and the detectors' recall@100 of hard boxes."""
+    ground-truth-box bound that HDM closes, and the detectors' recall@100 of hard boxes. ``baselines``:
+    names of image models alone whose per-image confusions ``ev.confusions`` holds (variants.baseline),
+    each with NightLab's difference from it."""
     cms = ev.confusions
-    results = {v: iou_from_confusion(cms[v].sum(0)) for v in HEADLINE}
+    shown = (*HEADLINE, *(variants.baseline(b) for b in baselines))
+    results = {v: iou_from_confusion(cms[v].sum(0)) for v in shown}
     metrics = {}
-    for v in HEADLINE:
+    for v in shown:
         metrics[metric(v)] = rounded(miou(results[v]))
         metrics[metric(v, "hard_mIoU")] = rounded(subset_miou(results[v], hard_ids))
-        if v != IMAGE:
+        if v in ev.regions:
             metrics[metric(v, "regions_per_image")] = round(float(np.mean(ev.regions[v])), 3)
-    for claim in CLAIMS:
+    for claim in (*CLAIMS, *(variants.baseline_claim(b) for b in baselines)):
         for label, ids in (("", None), ("hard_", hard_ids)):
             d = paired_difference(cms[claim.a], cms[claim.b], bootstrap, bootstrap_seed, ids)
             metrics[f"{claim.name}.{label}diff"] = rounded(d["diff"])

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from nightlab.data.dataset import resize_pair, to_tensor
-from nightlab.regions import CropRule, assemble, cut, int_box, paste, views
+from nightlab.regions import CropRule, assemble, cut, cut_field, int_box, paste, views
 
 
 def tile_starts(size: int, tile: int) -> list[int]:
@@ -68,14 +68,21 @@ def native_proposals(boxes: list[torch.Tensor], scores: list[torch.Tensor], scal
 
 
 @torch.inference_mode()
-def image_probs(model, image: np.ndarray, scale: float, device, window: tuple[int, int] | None = None
-                ) -> torch.Tensor:
-    """Softmax of the image model at native size: (C, H, W) float on ``device``.
+def image_logits(model, image: np.ndarray, scale: float, device, window: tuple[int, int] | None = None
+                 ) -> torch.Tensor:
+    """The image model's logits on the scaled image: (1, C, h, w) float on ``device``.
 
     ``window``: tile the scaled image (``image_model.window``, model-input pixels; see window_logits).
     """
+    return window_logits(model, model_input(image, scale, device), window)
+
+
+@torch.inference_mode()
+def image_probs(model, image: np.ndarray, scale: float, device, window: tuple[int, int] | None = None
+                ) -> torch.Tensor:
+    """Softmax of the image model at native size: (C, H, W) float on ``device`` (``window``: image_logits)."""
     h, w = image.shape[:2]
-    return native_probs(window_logits(model, model_input(image, scale, device), window), h, w)
+    return native_probs(image_logits(model, image, scale, device, window), h, w)
 
 
 def class_map(probs: torch.Tensor) -> torch.Tensor:
@@ -85,17 +92,16 @@ def class_map(probs: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def image_probs_and_proposals(model, rdn, image: np.ndarray, scale: float, device):
-    """:func:`image_probs` and :func:`propose` in one backbone pass, for an RDN whose backbone is the
+def image_logits_and_proposals(model, rdn, image: np.ndarray, scale: float, device):
+    """:func:`image_logits` and :func:`propose` in one backbone pass, for an RDN whose backbone is the
     image model's (``rdn.backbone: shared``, see :func:`nightlab.models.rdn.shares_backbone`):
-    (probs, (boxes, scores))."""
-    h, w = image.shape[:2]
+    (logits, (boxes, scores))."""
     x = model_input(image, scale, device)
     feats, _, _ = model.features(x)
     logits = model.decode(feats, x.shape[-2:]).float()
     objectness, deltas = rdn.rpn.head(list(rdn.backbone.neck(feats).values()))
     boxes, scores, _ = rdn.proposals(x, objectness, deltas)
-    return native_probs(logits, h, w), native_proposals(boxes, scores, scale)
+    return logits, native_proposals(boxes, scores, scale)
 
 
 def plan_views(shape: tuple[int, ...], boxes, rule: CropRule) -> tuple[list[tuple[int, int, int, int]], list[list]]:
@@ -105,46 +111,68 @@ def plan_views(shape: tuple[int, ...], boxes, rule: CropRule) -> tuple[list[tupl
     return boxes, [views(b, h, w, rule) for b in boxes]
 
 
-def view_batch(img: torch.Tensor, wins, size: int) -> torch.Tensor:
-    """The views ``wins`` of a (3, H, W) uint8 image as the region model's input: (N, 3, size, size) in [0, 1]."""
-    if not wins:
-        return torch.zeros((0, 3, size, size))
-    return torch.stack([cut(img, win, size) for win in wins]).div_(255)
+def view_batch(img: torch.Tensor, wins) -> torch.Tensor:
+    """The views ``wins`` (one input shape) of a (3, H, W) uint8 image as the region model's input:
+    (N, 3, h, w) in [0, 1]."""
+    return torch.stack([cut(img, win) for win in wins]).div_(255)
 
 
-def region_inputs(image: np.ndarray, boxes, rule: CropRule) -> torch.Tensor:
-    """Every view of every box as the region model gets them from :func:`region_probs`, in one batch
-    (N, 3, size, size): what the benchmarks time the region model on."""
+def by_shape(views_, batch_size: int) -> list[list]:
+    """``views_`` (views, or (key, view) pairs) in batches of one input shape each, at most ``batch_size`` long:
+    the shapes in the order they first appear, each shape's views in their own order."""
+    groups: dict[tuple[int, int], list] = {}
+    for item in views_:
+        win = item[1] if isinstance(item, tuple) else item
+        groups.setdefault(win.shape, []).append(item)
+    return [g[k:k + batch_size] for g in groups.values() for k in range(0, len(g), batch_size)]
+
+
+def region_inputs(image: np.ndarray, boxes, rule: CropRule) -> list[torch.Tensor]:
+    """Every view of every box as the region model gets them from :func:`region_probs`, one batch per input
+    shape: what the benchmarks time the region model on."""
     img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
     _, plans = plan_views(image.shape, boxes, rule)
-    return view_batch(img, [win for wins in plans for win in wins], rule.size)
+    return [view_batch(img, chunk) for chunk in by_shape([w for wins in plans for w in wins], 10**9)]
 
 
-def batch_independent(model, x: torch.Tensor) -> torch.Tensor:
-    """``model(x)``, with a batch of one run as a batch of two: oneDNN takes another path for a single sample
-    (results differ in the last bits), and a region's prediction must not depend on how many other regions
-    share its batch, or two-level prediction and evaluation could differ."""
-    if len(x) == 1:
-        return model(x.expand(2, *x.shape[1:]))[:1]
-    return model(x)
+def batch_independent(model, *inputs: torch.Tensor) -> torch.Tensor:
+    """``model(*inputs)``, with a batch of one run as a batch of two: oneDNN takes another path for a single
+    sample (results differ in the last bits), and a region's prediction must not depend on how many other
+    regions share its batch, or two-level prediction and evaluation could differ."""
+    if len(inputs[0]) == 1:
+        return model(*(t.expand(2, *t.shape[1:]) for t in inputs))[:1]
+    return model(*inputs)
 
 
 @torch.inference_mode()
-def region_probs(model, image: np.ndarray, boxes, rule: CropRule, device, batch_size: int = 32) -> list[torch.Tensor]:
+def region_probs(model, image: np.ndarray, boxes, rule: CropRule, device, batch_size: int = 32,
+                 prior: torch.Tensor | None = None) -> list[torch.Tensor]:
     """Softmax of the region model for each box, at the box's native size: list of (C, bh, bw).
 
-    Every view of every box (nightlab.regions) goes through the model in batches of ``batch_size``.
+    Every view of every box (nightlab.regions) goes through the model in batches of ``batch_size`` views of
+    one input shape. A region model that refines the image level (a PriorRefiner) needs ``prior``, the
+    image model's logits on this image ((1, C, h, w), :func:`image_logits`), cut to each view.
     """
     img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
     boxes, plans = plan_views(image.shape, boxes, rule)
     flat = [(i, win) for i, wins in enumerate(plans) for win in wins]
     pieces: list[list[torch.Tensor]] = [[] for _ in boxes]
-    for k in range(0, len(flat), batch_size):
-        chunk = flat[k:k + batch_size]
-        x = view_batch(img, [win for _, win in chunk], rule.size).to(device)
-        for (i, win), p in zip(chunk, batch_independent(model, x).softmax(1)):
-            pieces[i].append(paste(p, win))
+    needs_prior = takes_prior(model)
+    if needs_prior and prior is None:
+        raise ValueError("this region model refines the image level: pass the image model's logits (prior)")
+    for chunk in by_shape(flat, batch_size):
+        wins = [win for _, win in chunk]
+        x = view_batch(img, wins).to(device)
+        priors = [torch.stack([cut_field(prior[0], win, image.shape[:2]) for win in wins])] if needs_prior else []
+        out = batch_independent(model, x, *priors)
+        for (i, win), q in zip(chunk, out.softmax(1)):
+            pieces[i].append(paste(q, win))
     return [assemble(pieces[i], plans[i], boxes[i]) for i in range(len(boxes))]
+
+
+def takes_prior(model) -> bool:
+    """Whether a region model refines the image level's prediction (nightlab.models.segnet.PriorRefiner)."""
+    return hasattr(model, "prior_proj")
 
 
 @torch.inference_mode()

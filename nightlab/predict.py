@@ -11,9 +11,9 @@ import numpy as np
 import torch
 
 from nightlab.hard import read_hard_classes
-from nightlab.inference import class_map
+from nightlab.inference import class_map, native_probs
 from nightlab.io import DataError
-from nightlab.merge import merge
+from nightlab.merge import PASTE, MergeRule, merge
 from nightlab.selectors import RegionSelection
 from nightlab.trained import TrainedModels
 
@@ -30,15 +30,26 @@ class Prediction:
     boxes: np.ndarray  # (R, 4) regions used, native pixels
 
 
+@dataclass
+class FirstLevel:
+    """The image level of one image: its logits (1, C, h, w) at the model's scale, its softmax (C, H, W)
+    and class map (H, W) at native size, and the regions the detector gives the second level (R, 4)."""
+    logits: torch.Tensor
+    probs: torch.Tensor
+    pred: torch.Tensor
+    boxes: np.ndarray
+
+
 class TwoLevel:
     """Two-level prediction of one image: the image model, the regions a detector proposes
-    (``selection``), the region model on them, and the merge. ``evaluate_two_level`` measures exactly
-    this (the same TrainedModels, selection and batch size give the same prediction, pixel for pixel)."""
+    (``selection``), the region model on them, and the merge (``rule``). ``evaluate_two_level`` measures
+    exactly this (the same TrainedModels, selection, rule and batch size give the same prediction, pixel
+    for pixel)."""
 
     def __init__(self, models: TrainedModels, hard_ids, selection: RegionSelection, detector: str = "hdm",
-                 batch_size: int = 32):
+                 batch_size: int = 32, rule: MergeRule = PASTE):
         self.models, self.hard, self.selection = models, list(hard_ids), selection
-        self.detector, self.batch_size = detector, batch_size
+        self.detector, self.batch_size, self.rule = detector, batch_size, rule
         # A detector of this very image model's backbone, at its scale: one backbone pass for both.
         self.one_pass = models.one_pass(detector)
 
@@ -49,28 +60,33 @@ class TwoLevel:
         ``params`` (merge, image_model.window) and the hard classes of ``hard`` (a hard-classes JSON)."""
         models = TrainedModels.from_dir(models_dir, device, params.image_model.window, detectors=(detector,))
         return cls(models, read_hard_classes(hard), RegionSelection.of(params.merge), detector,
-                   params.merge.batch_size)
+                   params.merge.batch_size, MergeRule.of(params.merge))
 
-    def first_level(self, image: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-        """The image model's probabilities (C, H, W) and the regions to zoom into (R, 4), native pixels:
-        one backbone pass for both when the detector shares the image model's backbone."""
+    def first_level(self, image: np.ndarray) -> FirstLevel:
+        """The image level and the regions to zoom into (native pixels): one backbone pass for both when
+        the detector shares the image model's backbone."""
         if not self.hard or self.selection.max_regions == 0:
-            return self.models.image_probs(image), np.zeros((0, 4))
-        probs, (boxes, scores) = self.models.first_level(image, self.detector, fuse=self.one_pass)
-        return probs, self.selection.top(boxes, scores)
+            logits, boxes = self.models.image_logits(image), np.zeros((0, 4))
+        else:
+            logits, (boxes, scores) = self.models.first_level(image, self.detector, fuse=self.one_pass)
+            boxes = self.selection.top(boxes, scores)
+        probs = native_probs(logits, *image.shape[:2])
+        return FirstLevel(logits, probs, class_map(probs), boxes)
 
-    def merge_with(self, image: np.ndarray, pred: torch.Tensor, boxes) -> torch.Tensor:
-        """The image-level class map ``pred`` (H, W) with the region model's hard classes merged in."""
+    def second_level(self, image: np.ndarray, first: FirstLevel, boxes=None) -> torch.Tensor:
+        """The image level's class map with the region model's prediction of ``boxes`` (default: the
+        first level's) merged in: (H, W)."""
+        boxes = first.boxes if boxes is None else boxes
         if len(boxes) == 0 or not self.hard:
-            return pred
-        return merge(pred, zip(boxes, self.models.region_probs(image, boxes, self.batch_size)), self.hard)[0]
+            return first.pred
+        regions = self.models.region_probs(image, boxes, self.batch_size, first.logits)
+        return merge(first.pred, zip(boxes, regions), self.hard, self.rule, first.probs)[0]
 
     @torch.inference_mode()
     def __call__(self, image: np.ndarray) -> Prediction:
-        probs, boxes = self.first_level(image)
-        pred = class_map(probs)
-        merged = self.merge_with(image, pred, boxes)
-        return Prediction(pred.byte().cpu().numpy(), merged.byte().cpu().numpy(), boxes)
+        first = self.first_level(image)
+        merged = self.second_level(image, first)
+        return Prediction(first.pred.byte().cpu().numpy(), merged.byte().cpu().numpy(), first.boxes)
 
 
 # ---------------------------------------------------------------------------- input files

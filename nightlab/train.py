@@ -18,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
+from nightlab.compute import mean_step_flops
 from nightlab.distributed import mean_across_ranks, sync_batchnorm, world
 from nightlab.io import atomic_path, write_table
 
@@ -39,15 +40,51 @@ def poly_lr(optimizer, total_iters: int, power: float):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: (1 - min(it, total_iters) / total_iters) ** power)
 
 
+def grouped_batches(groups: list, batch_size: int, seed: int, epoch: int, multiple: int = 1) -> list[list[int]]:
+    """One epoch of batches whose samples share a group (the input shape of the region model's views), in a
+    random order seeded by (seed, epoch): samples are taken in a seeded permutation and each joins the open
+    batch of its group, which is emitted when full; the groups' last, partial batches come at the end, cut
+    to a multiple of ``multiple`` (the processes a batch is split over)."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    open_: dict = {}
+    out = []
+    for i in torch.randperm(len(groups), generator=g).tolist():
+        batch = open_.setdefault(groups[i], [])
+        batch.append(i)
+        if len(batch) == batch_size:
+            out.append(batch)
+            open_[groups[i]] = []
+    for batch in open_.values():
+        batch = batch[: len(batch) // multiple * multiple]
+        if len(batch) > 1:  # a batch of one would train batch norm on one sample's statistics
+            out.append(batch)
+    return out
+
+
+def batches_per_epoch(dataset: Dataset, batch_size: int) -> int:
+    """Steps in one epoch (drop_last), fixed across epochs: the step count of a resumed run."""
+    groups = getattr(dataset, "groups", None)
+    if groups is not None and len(set(groups)) > 1:
+        return max(1, len(grouped_batches(groups, batch_size, 0, 0, world()[0])))
+    return max(1, len(dataset) // batch_size)
+
+
 def _loader(dataset: Dataset, batch_size: int, epoch: int, seed: int, workers: int, collate_fn=None) -> DataLoader:
     """One epoch's batches, the same global batches for any number of processes.
 
     DistributedSampler shuffles with a permutation seeded by (seed, epoch) and gives rank r the
     indices r, r + W, r + 2W, ...: the union over the W ranks of their step-i batches (each of
-    batch_size / W) is the step-i batch of a single process (W = 1, the default).
+    batch_size / W) is the step-i batch of a single process (W = 1, the default). A dataset whose
+    samples come in groups that cannot share a batch (``dataset.groups``: the region model's views of
+    several input shapes) gets :func:`grouped_batches`, each split over the ranks the same way.
     """
     dataset.set_epoch(epoch)
     size, rank = world()
+    groups = getattr(dataset, "groups", None)
+    if groups is not None and len(set(groups)) > 1:
+        mine = [b[rank::size] for b in grouped_batches(groups, batch_size, seed, epoch, size)]
+        return DataLoader(dataset, batch_sampler=mine, num_workers=workers, persistent_workers=False,
+                          collate_fn=collate_fn)
     sampler = DistributedSampler(dataset, num_replicas=size, rank=rank, shuffle=True, seed=seed * 100_003,
                                  drop_last=len(dataset) >= batch_size)
     sampler.set_epoch(epoch)
@@ -124,7 +161,8 @@ def fit(model, dataset: Dataset, loss_fn, cfg, run: Run, stop_after: int | None 
     the run early after that many iterations (tests use it to simulate a kill). Inside a
     torch.distributed process group (nightlab.distributed) it trains data-parallel; rank 0 alone writes
     checkpoints, logs and the progress bar. Returns the training curve: one row every ``log_every``
-    steps with columns iter, epoch, loss, lr and it_per_s.
+    steps with columns iter, epoch, loss, lr and it_per_s; ``curve.attrs["step_flops"]`` is the FLOPs of
+    one step over the global batch (nightlab.compute), counted on the first batches.
     """
     out_dir, seed, device, params, desc = Path(run.out_dir), run.seed, run.device, run.key, run.desc
     collate_fn = getattr(dataset, "collate", None)
@@ -155,7 +193,11 @@ def fit(model, dataset: Dataset, loss_fn, cfg, run: Run, stop_after: int | None 
             tqdm.write(f"{desc}: resuming from {ckpt_path} at iteration {it}")
         else:
             tqdm.write(f"{desc}: {ckpt_path} was written with other params; starting over")
-    batches = max(1, len(dataset) // cfg.batch_size)  # per epoch (drop_last), fixed: epoch = it // batches
+    batches = batches_per_epoch(dataset, cfg.batch_size)  # per epoch, fixed: epoch = it // batches
+    gpus = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=gpus):  # counting draws nothing the training run would see
+        first = (to_device(b, device) for b in _loader(dataset, cfg.batch_size, 0, seed, 0, collate_fn))
+        flops = mean_step_flops(model, loss_fn, first) * size
     end = cfg.iters if stop_after is None else min(cfg.iters, stop_after)
     t0, n0 = time.perf_counter(), it
     bar = tqdm(total=cfg.iters, initial=it, desc=desc, dynamic_ncols=True, mininterval=1.0, disable=not main)
@@ -178,6 +220,7 @@ def fit(model, dataset: Dataset, loss_fn, cfg, run: Run, stop_after: int | None 
         it = train_one_epoch(net, loader, optimizer, scheduler, loss_fn, device, (it, end, skip), cfg.amp, on_step)
     bar.close()
     curve = pd.DataFrame(log, columns=CURVE_COLUMNS)
+    curve.attrs["step_flops"] = flops
     if main:
         write_table(curve, csv=out_dir / "train_log.csv")
     return curve

@@ -14,7 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nightlab.inference import image_probs, image_probs_and_proposals, propose, region_probs
+from nightlab.inference import (
+    image_logits,
+    image_logits_and_proposals,
+    native_probs,
+    propose,
+    region_probs,
+    takes_prior,
+)
 from nightlab.models.rdn import RDN, load_rdn, shares_backbone
 from nightlab.models.store import load_image_model, load_seg_model
 from nightlab.regions import CropRule
@@ -66,17 +73,25 @@ class TrainedModels:
 
     # ----------------------------------------------------------------------------- inference
 
+    def image_logits(self, image: np.ndarray) -> torch.Tensor:
+        """The image model's logits on the scaled image (1, C, h, w)."""
+        return image_logits(self.image, image, self.image_scale, self.device, self.window)
+
     def image_probs(self, image: np.ndarray) -> torch.Tensor:
         """The image model's softmax at native size (C, H, W)."""
-        return image_probs(self.image, image, self.image_scale, self.device, self.window)
+        return native_probs(self.image_logits(image), *image.shape[:2])
 
     def propose(self, name: str, images, top_n: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """Detector ``name``'s proposals (native pixels, by objectness) on each of ``images`` (any iterable)."""
         return self.detectors[name].propose(images, self.device, top_n)
 
-    def region_probs(self, image: np.ndarray, boxes, batch_size: int) -> list[torch.Tensor]:
-        """The region model's softmax on each box at its native size: [(C, bh, bw)]."""
-        return region_probs(self.region, image, boxes, self.rule, self.device, batch_size)
+    def region_probs(self, image: np.ndarray, boxes, batch_size: int, logits: torch.Tensor | None = None
+                     ) -> list[torch.Tensor]:
+        """The region model's softmax on each box at its native size: [(C, bh, bw)]. A region model that
+        refines the image level reads the image model's ``logits`` of this image (computed when not given)."""
+        if logits is None and takes_prior(self.region) and len(boxes):
+            logits = self.image_logits(image)
+        return region_probs(self.region, image, boxes, self.rule, self.device, batch_size, logits)
 
     def one_pass(self, name: str) -> bool:
         """Whether detector ``name`` runs on the image model's own backbone at its scale (one pass for both)."""
@@ -89,10 +104,10 @@ class TrainedModels:
                                                for s, wn in zip(image.shape[:2], self.window))
 
     def first_level(self, image: np.ndarray, name: str, fuse: bool = True):
-        """The image model's softmax and detector ``name``'s proposals: (probs, (boxes, scores)), in one
-        backbone pass when the detector shares the image model's (and ``fuse``), else in two; the same
-        numbers either way (tests/test_predict.py)."""
+        """The image model's logits (1, C, h, w) and detector ``name``'s proposals: (logits, (boxes, scores)),
+        in one backbone pass when the detector shares the image model's (and ``fuse``), else in two; the
+        same numbers either way (tests/test_predict.py)."""
         if fuse and self.one_pass(name) and not self.tiled(image):
-            return image_probs_and_proposals(self.image, self.detectors[name].model, image, self.image_scale,
-                                             self.device)
-        return self.image_probs(image), self.propose(name, [image])[0]
+            return image_logits_and_proposals(self.image, self.detectors[name].model, image, self.image_scale,
+                                              self.device)
+        return self.image_logits(image), self.propose(name, [image])[0]

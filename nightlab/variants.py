@@ -35,6 +35,21 @@ def recall(detector: str) -> str:
     return f"{detector}.recall@100"
 
 
+def baseline(name: str) -> str:
+    """An image model alone at the system's training FLOPs (params ``baselines.<name>``)."""
+    return f"baseline_{name}"
+
+
+def baseline_claim(name: str) -> Claim:
+    return Claim(f"hdm_vs_{name}", merged(METHOD), baseline(name),
+                 f"merged HDM - baseline {name} (same training FLOPs)", f"HDM - {name}")
+
+
+def by_rule(rule: str) -> str:
+    """NightLab's own regions merged by another merge rule (nightlab.merge), to choose the rule on val."""
+    return f"{merged(METHOD)}.rule_{rule}"
+
+
 def metric(variant: str, what: str = "mIoU") -> str:
     """A key of reports/metrics.json: ``merged_hdm.mIoU``, ``image.hard_mIoU``, ..."""
     return f"{variant}.{what}"

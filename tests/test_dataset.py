@@ -14,6 +14,7 @@ from nightlab.data.dataset import (
     FrameCache,
     ImageDataset,
     RegionDataset,
+    ViewAugment,
     detection_collate,
     nbytes,
 )
@@ -168,7 +169,7 @@ def test_region_dataset_crops_are_square_and_match_the_labels(manifest):
 
 def test_region_dataset_fractional_and_train_jitter(manifest):
     boxes = _boxes([(0, 39.6, 7.2, 48.4, 16.9), (0, 10, 0, 30, 20)])
-    ds = RegionDataset(manifest, boxes, CropRule(24, "zoom", 4.0, 0.5), train=True, jitter=0.3, seed=0)
+    ds = RegionDataset(manifest, boxes, CropRule(24, "zoom", 4.0, 0.5), train=True, augment=ViewAugment(0.3), seed=0)
     lab_vals = set(np.unique(_label()).tolist())
     for epoch in range(5):
         ds.set_epoch(epoch)
@@ -282,7 +283,7 @@ def test_frame_cache_bound_is_shared_by_loader_workers(monkeypatch):
 def _datasets(manifest, cache_mb):
     boxes = _boxes([(0, 40, 8, 48, 16), (1, 0, 0, 30, 20), (0, 10, 0, 30, 20), (1, 33.5, 2.2, 60.1, 30.8)])
     return [ImageDataset(manifest, 0.5, train=True, crop=(12, 20), seed=3, cache_mb=cache_mb),
-            RegionDataset(manifest, boxes, CropRule(16, "zoom", 4.0, 0.5), train=True, jitter=0.2, seed=3,
+            RegionDataset(manifest, boxes, CropRule(16, "zoom", 4.0, 0.5), train=True, augment=ViewAugment(0.2), seed=3,
                           cache_mb=cache_mb),
             DetectionDataset(manifest, boxes, 0.5, train=True, seed=3, cache_mb=cache_mb)]
 
@@ -314,20 +315,20 @@ def test_items_are_identical_with_and_without_the_cache(manifest, kind):
 
 # ---------------------------------------------------------------- regions.cut
 
-def _view(box) -> View:
-    return View(tuple(int(v) for v in box), tuple(float(v) for v in box))
+def _view(box, size: int) -> View:
+    return View(tuple(int(v) for v in box), tuple(float(v) for v in box), (size, size))
 
 
 def test_cut_mask_is_nearest():
     g = np.random.default_rng(0)
     lab = torch.from_numpy(g.choice(np.array([0, 5, 13, IGNORE], np.uint8), size=(1, 30, 40)))
     for box, size in [((3.3, 2.7, 27.9, 21.2), 17), ((0, 0, 40, 30), 64), ((10, 10, 13, 12), 5)]:
-        out = cut(lab, _view(box), size, mask=True)
+        out = cut(lab, _view(box, size), mask=True)
         assert out.shape == (1, size, size) and out.dtype == torch.uint8
         assert set(out.unique().tolist()) <= {0, 5, 13, IGNORE}
     # an integer box at the output size is an exact cut
-    assert torch.equal(cut(lab, _view((4, 6, 20, 22)), 16, mask=True), lab[:, 6:22, 4:20])
+    assert torch.equal(cut(lab, _view((4, 6, 20, 22), 16), mask=True), lab[:, 6:22, 4:20])
     # an image crop is interpolated (values between the inputs)
     img = lab.float()
-    out = cut(img, _view((3.3, 2.7, 27.9, 21.2)), 17)
+    out = cut(img, _view((3.3, 2.7, 27.9, 21.2), 17))
     assert out.shape == (1, 17, 17)

@@ -188,7 +188,8 @@ def test_external_torchscript_image_model_and_window_through_dvc(run_copy, stage
 
     proj = run_copy
     run([BIN / "nightlab", "export", "--out", "export"], proj, stage_env)
-    _set_params(proj, image_model__external="export/image_model.torchscript.pt")
+    # a TorchScript image model has no weights the region model could start from: it starts from scratch
+    _set_params(proj, image_model__external="export/image_model.torchscript.pt", region_model__init="scratch")
     out = run(["dvc", "repro"], proj, stage_env)
     ran = ran_stages(out.stdout)
     assert ran[0] == "train_image_model" and "evaluate_merged" in ran, ran

@@ -306,15 +306,15 @@ def test_shared_rdn_round_trips_through_the_store_without_the_image_model(tmp_pa
 
 
 def test_one_backbone_pass_gives_what_the_two_separate_passes_give():
-    from nightlab.inference import image_probs, image_probs_and_proposals, propose
+    from nightlab.inference import image_logits, image_logits_and_proposals, propose
     from nightlab.models.rdn import shares_backbone
 
     seg = _seg(seed=3).eval()
     model = _shared_rdn(seg).eval()
     img = (np.random.default_rng(0).random((96, 160, 3)) * 255).astype(np.uint8)
-    probs, (boxes, scores) = image_probs_and_proposals(seg, model, img, 0.5, "cpu")
+    logits, (boxes, scores) = image_logits_and_proposals(seg, model, img, 0.5, "cpu")
     (b, s), = propose(model, [img], 0.5, "cpu")
-    assert torch.equal(probs, image_probs(seg, img, 0.5, "cpu"))
+    assert torch.equal(logits, image_logits(seg, img, 0.5, "cpu"))
     assert np.array_equal(boxes, b) and np.array_equal(scores, s) and len(b) > 0
     assert shares_backbone(model, seg)
     assert not shares_backbone(model, _seg(seed=4)), "an RDN trained on other image weights must not share"

@@ -217,7 +217,7 @@ def test_version_1_is_still_selectable(tmp_path):
     b = generate_scene(tmp_path / "v2", "train", 0, seed=0, h=H, w=W, version=2)
     assert a == b  # the same layout on disk
     assert _files(tmp_path / "v1") != _files(tmp_path / "v2")
-    assert set(VERSIONS) == {1, 2}
+    assert set(VERSIONS) == {1, 2, 3}
 
 
 def test_bicycles_are_labelled_with_their_wheels_filled():

@@ -74,10 +74,11 @@ def _check_timm_name(name: str) -> str:
 
 class SyntheticConfig(_Strict):
     """The built-in procedural night city (docs/design.md section 4); null: no synthetic data."""
-    version: Literal[1, 2] = Field(2, description="generator version: 2 sized from real street scenes and the same "
-                                   "bits on every x86 machine; 1 the original (docs/design.md 4)")
-    height: int = Field(256, ge=64, le=2048, description="native image height")
-    width: int = Field(512, ge=64, le=4096, description="native image width")
+    version: Literal[1, 2, 3] = Field(3, description="generator version: 3 the same scenes at any resolution; 2 sized "
+                                      "from real street scenes and the same bits on every x86 machine; 1 the "
+                                      "original (docs/design.md 4)")
+    height: int = Field(512, ge=64, le=2048, description="native image height (NightCity's frames: 512)")
+    width: int = Field(1024, ge=64, le=4096, description="native image width (NightCity's frames: 1024)")
     train: int = Field(160, ge=0, description="scenes in the train split; each is rendered by day and by night")
     val: int = Field(40, ge=0, description="scenes in the val split")
     test: int = Field(120, ge=0, description="scenes in the test split (held out: the headline numbers)")
@@ -202,9 +203,9 @@ class SplitsConfig(_Strict):
 
 class BoxesConfig(_Strict):
     """Context boxes from the ground truth (docs/design.md 1.3)."""
-    min_area: int = Field(12, ge=0, description="drop instances/components smaller than this (native pixels)")
+    min_area: int = Field(48, ge=0, description="drop instances/components smaller than this (native pixels)")
     context: float = Field(0.5, ge=0.0, le=4.0, description="grow each side by this fraction of the box size")
-    min_size: int = Field(24, ge=1, description="boxes are at least this wide and high after expansion")
+    min_size: int = Field(48, ge=1, description="boxes are at least this wide and high after expansion")
     connectivity: Literal[4, 8] = Field(8, description="pixel connectivity of components")
 
 
@@ -239,6 +240,8 @@ class RdnTrainConfig(TrainBase):
 
 class RegionTrainConfig(TrainBase):
     iters: int = Field(400, ge=1, description="optimizer steps")
+    cache_mb: int = Field(1024, ge=0, le=1_000_000, description="MiB of decoded frames kept per training process "
+                          "(the first loaded; the rest decoded on demand; shared by its workers); 0: decode on demand")
     batch_size: int = Field(32, ge=1)
 
 
@@ -270,7 +273,7 @@ class ImageModelConfig(SegModelConfig):
     # image_scale. window: tiles at stride half the window, logits averaged where they overlap
     # (nightlab.inference.window_logits); read by every stage that runs the image model, never by training.
     SECTION: ClassVar[str] = "image_model"
-    image_scale: float = Field(0.5, gt=0.0, le=1.0, description="whole images are processed at this scale")
+    image_scale: float = Field(0.25, gt=0.0, le=1.0, description="whole images are processed at this scale")
     external: str | None = Field(
         None, description="your own model instead of training one: a nightlab model directory or a TorchScript "
         "file (README)")
@@ -297,14 +300,37 @@ class ImageModelConfig(SegModelConfig):
 class RegionModelConfig(SegModelConfig):
     """The region-level model Φ^R (docs/design.md 1.5): same family as Φ^I, trained on zoomed-in views."""
     SECTION: ClassVar[str] = "region_model"
-    region_size: int = Field(64, ge=16, le=1024, description="model input: every view is resized to this square")
-    crop: Literal["zoom", "square"] = Field("zoom", description="zoom: a square view around the box, its aspect "
-                                            "kept, tiled when long (nightlab.regions); square: the box squashed")
-    max_zoom: float = Field(4.0, ge=1.0, le=16.0, description="a small box is magnified at most this much")
-    min_scale: float = Field(0.5, gt=0.0, le=1.0, description="a view is never seen below this scale of native "
+    region_size: int = Field(64, ge=16, le=1024, description="model input: about region_size x region_size pixels "
+                             "a view")
+    crop: Literal["rect", "zoom", "square"] = Field(
+        "rect", description="rect: a view of the box's aspect (1:1, 2:1 or 4:1, standing or lying), tiled when one "
+        "would be below min_scale; zoom: a square around the box, tiled when long; square: the box squashed "
+        "(nightlab.regions)")
+    max_zoom: float = Field(2.0, ge=1.0, le=16.0, description="a view is at most this many times native")
+    min_scale: float = Field(0.5, gt=0.0, le=4.0, description="a view is never seen below this scale of native "
                              "pixels (>= image_model.image_scale): longer boxes are tiled")
     jitter: float = Field(0.15, ge=0.0, le=1.0, description="random shift/scale of training views, fraction of size")
+    init: Literal["scratch", "image"] = Field(
+        "image", description="scratch: from the backbone's own start (pretrained); image: from the trained image "
+        "model's weights (needs the same backbone, decoder_channels and light_adaptation)")
+    prior: Literal["none", "image"] = Field(
+        "none", description="image: refine the image model's prediction of each view (its logits cut to the view as "
+        "extra inputs; a zero-initialised correction, so training starts from the image level)")
+    prior_temperature: float = Field(1.0, ge=1.0, le=20.0, description="with prior: the image model's logits "
+                                     "divided by this (its confidence softened), in training and inference")
+    prior_noise: float = Field(0.0, ge=0.0, le=20.0, description="with prior: Gaussian noise of this s.d. added to "
+                               "the image model's logits in training")
+    proposal_like: int = Field(1, ge=0, le=16, description="training boxes: each ground-truth box and this many "
+                               "jittered copies, placed and sized as a detector's proposals are")
+    proposal_jitter: float = Field(0.25, ge=0.0, le=1.0, description="how far those copies move and grow, "
+                                   "fraction of the box's size")
     train: RegionTrainConfig = RegionTrainConfig()
+
+    @model_validator(mode="after")
+    def _prior_settings(self):
+        if self.prior == "none" and (self.prior_temperature != 1.0 or self.prior_noise != 0.0):
+            raise ValueError("prior_temperature and prior_noise act only with prior: image")
+        return self
 
 
 class HardClassesConfig(_Strict):
@@ -324,7 +350,7 @@ class RdnConfig(_Strict):
     anchor_sizes: Seq | Literal["auto"] = Field("auto", description="auto: spread over the hard boxes' sizes; "
                                                 "or a list of pixel sizes at image_scale")
     aspect_ratios: Seq = Field((0.5, 1.0, 2.0), min_length=1)
-    image_scale: float = Field(0.5, gt=0.0, le=1.0)
+    image_scale: float = Field(0.25, gt=0.0, le=1.0)
     pre_nms_top_n: int = Field(600, ge=1)
     post_nms_top_n: int = Field(100, ge=1)
     nms_thresh: float = Field(0.7, gt=0.0, le=1.0)
@@ -380,6 +406,11 @@ class MergeConfig(_Strict):
     nms_thresh: float = Field(0.5, gt=0.0, le=1.0, description="... after NMS at this IoU ...")
     max_regions: int = Field(2, ge=0, le=1000, description="... the top K per image (chosen on val: the fewest "
                              "regions within 0.1 mIoU of K=10; reports/decisions.md)")
+    rule: Literal["paste", "fuse", "margin"] = Field(
+        "paste", description="inside a region: paste the region model's hard classes (supplement B); fuse: the "
+        "argmax of both levels' summed log-probabilities; margin: paste only where the region model is more "
+        "confident than the image level by margin (docs/design.md 1.7)")
+    margin: float = Field(0.1, ge=0.0, le=1.0, description="rule margin: the confidence lead the region model needs")
     batch_size: int = Field(32, ge=1, description="crops per region-model batch")
     panel_images: int = Field(4, ge=0, le=64, description="report images in the qualitative panel")
 
@@ -425,6 +456,26 @@ class OrchestrationConfig(_Strict):
     dask_workers: int = Field(2, ge=1, le=256, description="worker processes of that local cluster")
 
 
+class BaselineConfig(_Strict):
+    """An image model alone given the whole two-level system's training FLOPs (docs/design.md 1.9): the
+    image_model section's network and loss, at its own scale and training shape."""
+    image_scale: float = Field(gt=0.0, le=1.0, description="the scale it sees whole frames at (1.0: full resolution)")
+    crop: Annotated[tuple[int, int], BeforeValidator(_tuple)] | None = Field(
+        None, description="random crops (h, w) in model-input pixels; null: whole frames")
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(0.002, gt=0.0, le=10.0)
+
+    @field_validator("crop")
+    @classmethod
+    def _crop(cls, v):
+        if v is not None and min(v) < 32:
+            raise ValueError("each side of the crop must be at least 32 pixels")
+        return v
+
+
+BASELINES = {"longer": BaselineConfig(image_scale=0.25), "fullres": BaselineConfig(image_scale=1.0, crop=(128, 256))}
+
+
 class Params(_Strict):
     """Every knob of the pipeline. DVC reads the same file: each stage in dvc.yaml names the keys it reads."""
     seed: int = Field(0, ge=0, description="training seed: initialisation, data order, augmentation")
@@ -439,6 +490,9 @@ class Params(_Strict):
     hdm: HdmConfig = HdmConfig()
     merge: MergeConfig = MergeConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    baselines: dict[str, BaselineConfig] = Field(
+        BASELINES, description="image models alone at the two-level system's training FLOPs, trained the best way "
+        "that budget allows (chosen on val): the same scale trained longer, and full resolution")
     distributed: DistributedConfig = DistributedConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
 
@@ -447,6 +501,19 @@ class Params(_Strict):
         if self.region_model.min_scale < self.image_model.image_scale:
             raise ValueError(f"region_model.min_scale {self.region_model.min_scale} is below image_model.image_scale "
                              f"{self.image_model.image_scale}: regions would be seen zoomed out")
+        return self
+
+    @model_validator(mode="after")
+    def _region_starts_from_the_image_model(self):
+        r, i = self.region_model, self.image_model
+        if r.init == "image":
+            differ = [k for k in ("backbone", "decoder_channels", "light_adaptation") if getattr(r, k) != getattr(i, k)]
+            if differ:
+                raise ValueError(f"region_model.init: image needs the image model's network: region_model and "
+                                 f"image_model differ in {', '.join(differ)}")
+            if r.pretrained is not None:
+                raise ValueError("region_model.init: image starts from the image model's weights: "
+                                 "region_model.pretrained must be null")
         return self
 
     @model_validator(mode="after")

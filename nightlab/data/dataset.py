@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -35,7 +36,7 @@ from torchvision.transforms import v2
 
 from nightlab.data.manifest import Manifest
 from nightlab.labels import IGNORE
-from nightlab.regions import CropRule, View, cut, views
+from nightlab.regions import CropRule, View, cut, cut_field, views
 
 
 def resize_pair(img: np.ndarray, lab: np.ndarray | None, scale: float):
@@ -179,24 +180,37 @@ class ImageDataset(_Seeded):
         return x.as_subclass(torch.Tensor), y.as_subclass(torch.Tensor)
 
 
+@dataclass(frozen=True)
+class ViewAugment:
+    """How training views vary: shifted and scaled by up to ``jitter`` of their size, flipped (``hflip``),
+    and, for a region model that refines the image level, Gaussian noise of s.d. ``prior_noise`` on the
+    image model's logits."""
+    jitter: float = 0.0
+    hflip: bool = True
+    prior_noise: float = 0.0
+
+
 class RegionDataset(_Seeded):
     """Region-model training samples: each context box shown as nightlab.regions shows it at
-    inference (square views around the box or its tiles, zoomed in, never out), resized to
-    ``rule.size``. With ``train``, each view is jittered (shifted and scaled by up to ``jitter`` of
-    its side), flipped and colour-jittered, seeded by (seed, epoch, index).
+    inference (views around the box or its tiles, zoomed in, never out), resized to the view's input
+    shape. With ``train``, each view is jittered, flipped and colour-jittered (``augment``), seeded by
+    (seed, epoch, index); views of one shape share a batch (``groups``, nightlab.train).
 
     ``boxes`` is a frame with columns sample (manifest row), x0, y0, x1, y1 in native pixels; the
     labels of the whole view (context included) are the target. ``cache_mb``: bound of the
-    decoded-frame cache (module docstring); frames are native size.
+    decoded-frame cache (module docstring); frames are native size. ``prior``: the image model's
+    logits of each sample ({sample: (C, h, w)}), for a region model that refines them: a sample is then
+    ((view, logits cut to the view), labels).
     """
 
-    def __init__(self, manifest: Manifest, boxes, rule: CropRule, train: bool = False, jitter: float = 0.0,
-                 hflip: bool = True, seed: int = 0, cache_mb: float = 512):
+    def __init__(self, manifest: Manifest, boxes, rule: CropRule, train: bool = False,
+                 augment: ViewAugment = ViewAugment(), seed: int = 0, cache_mb: float = 512, prior: dict | None = None):
         super().__init__(seed)
-        self.m, self.rule, self.train, self.jitter, self.hflip = manifest, rule, train, jitter, hflip
+        self.m, self.rule, self.train, self.augment, self.prior = manifest, rule, train, augment, prior
         rows = boxes[["sample", "x0", "y0", "x1", "y1"]].to_numpy(dtype=np.float64)
         hw = list(zip(manifest.df.height.astype(int), manifest.df.width.astype(int)))
         self.items = [(int(r[0]), win) for r in rows for win in views(r[1:], *hw[int(r[0])], rule)]
+        self.groups = [win.shape for _, win in self.items]  # views of one input shape share a batch
         self.cache = FrameCache(_cache_bytes(cache_mb))
         self.color = v2.ColorJitter(brightness=0.2, contrast=0.2)
 
@@ -214,26 +228,32 @@ class RegionDataset(_Seeded):
     def __getitem__(self, i: int):
         s, win = self.items[i]
         img, lab = self.load(s)
+        aug = self.augment
         if self.train:
             gen = self._generator(i)
-            win = jitter_view(win, self.jitter, gen)
-        x = cut(img, win, self.rule.size).div_(255)
-        y = cut(lab, win, self.rule.size, mask=True)[0].long()
+            win = jitter_view(win, aug.jitter, gen)
+        x = cut(img, win).div_(255)
+        y = cut(lab, win, mask=True)[0].long()
+        p = None if self.prior is None else cut_field(self.prior[s].float(), win, tuple(img.shape[-2:]))
         if self.train:
-            if self.hflip and torch.rand(1, generator=gen).item() < 0.5:
+            if aug.hflip and torch.rand(1, generator=gen).item() < 0.5:
                 x, y = x.flip(-1), y.flip(-1)
+                p = None if p is None else p.flip(-1)
             x = self._seeded(i, lambda: self.color(x))
-        return x, y
+            if p is not None and aug.prior_noise > 0:
+                p = p + aug.prior_noise * torch.randn(p.shape, generator=gen)
+        return ((x, p) if p is not None else x), y
 
 
 def jitter_view(win: View, jitter: float, gen: torch.Generator) -> View:
-    """Shift a view by up to ``jitter`` of its side and scale it by up to 1 +- ``jitter`` (it stays square)."""
-    x0, y0, x1, y1 = win.square
-    side = x1 - x0
+    """Shift a view by up to ``jitter`` of its size and scale it by up to 1 +- ``jitter`` (its aspect kept)."""
+    x0, y0, x1, y1 = win.rect
+    vw = x1 - x0
+    vh = vw * win.shape[0] / win.shape[1]  # = y1 - y0 (for a square, exactly the width, as version 1 had it)
     r = (torch.rand(3, generator=gen) * 2 - 1) * jitter
-    cx, cy = (x0 + x1) / 2 + r[0].item() * side, (y0 + y1) / 2 + r[1].item() * side
-    side *= 1 + r[2].item()
-    return View(win.tile, (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2))
+    cx, cy = (x0 + x1) / 2 + r[0].item() * vw, (y0 + y1) / 2 + r[1].item() * vh
+    vw, vh = vw * (1 + r[2].item()), vh * (1 + r[2].item())
+    return View(win.tile, (cx - vw / 2, cy - vh / 2, cx + vw / 2, cy + vh / 2), win.shape)
 
 
 class DetectionDataset(_Seeded):

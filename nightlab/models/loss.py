@@ -39,6 +39,9 @@ def seg_loss(logits, target, image, alpha, relit, cfg) -> torch.Tensor:
 def make_loss(cfg):
     """The ``loss_fn(model, x, y)`` the training loop calls, for a SegModelConfig."""
     def loss_fn(model, x, y):
+        if isinstance(x, (tuple, list)):  # (views, the image level's prior of each): a PriorRefiner
+            logits, alpha, relit = model(*x, aux=True)
+            return seg_loss(logits, y, x[0], alpha, relit, cfg)
         logits, alpha, relit = model(x, aux=True)
         return seg_loss(logits, y, x, alpha, relit, cfg)
     return loss_fn

@@ -40,6 +40,10 @@ class FPNDecoder(nn.Module):
         self.classifier = nn.Conv2d(channels, num_classes, 1)
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        return self.classifier(self.fuse(feats))
+
+    def fuse(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """The summed stride-4 features the classifier reads."""
         x = self.lateral[-1](feats[-1])
         outs = [self.smooth[-1](x)]
         for i in range(len(feats) - 2, -1, -1):
@@ -49,7 +53,7 @@ class FPNDecoder(nn.Module):
         fused = outs[-1]
         for o in outs[:-1]:
             fused = fused + F.interpolate(o, size=size, mode="bilinear", align_corners=False)
-        return self.classifier(fused)
+        return fused
 
 
 class SegModel(nn.Module):
@@ -88,6 +92,38 @@ class SegModel(nn.Module):
         DistributedDataParallel wrapper sees the call and averages the gradients)."""
         out = self.forward_with_aux(x)
         return out if aux else out[0]
+
+
+class PriorRefiner(nn.Module):
+    """A region model that refines the image model's prediction of its view (``region_model.prior:
+    image``, after SparseRefine, ECCV 2024): it gets the image model's logits cut to the view
+    (``prior_logits``, (N, C, h, w) at the input size) beside the pixels, and adds a learnt correction,
+
+        logits = prior + gate * net(x, prior),   prior = log_softmax(prior_logits / temperature),
+
+    where ``net`` is a SegModel whose decoder also reads the prior through a 1x1 convolution. The gate
+    and that convolution start at zero, so at step 0 the model reproduces the image model's prediction
+    exactly and training learns only what zooming in changes. ``temperature`` > 1 softens the image
+    model's confidence, which is higher on the images it was trained on than on new ones."""
+
+    def __init__(self, net: SegModel, num_classes: int, temperature: float = 1.0):
+        super().__init__()
+        self.net, self.temperature = net, float(temperature)
+        self.prior_proj = nn.Conv2d(num_classes, net.decoder.classifier.in_channels, 1)
+        nn.init.zeros_(self.prior_proj.weight)
+        nn.init.zeros_(self.prior_proj.bias)
+        self.gate = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor, prior_logits: torch.Tensor, aux: bool = False):
+        prior = F.log_softmax(prior_logits.float() / self.temperature, dim=1)
+        feats, alpha, relit = self.net.features(x)
+        fused = self.net.decoder.fuse([feats[i] for i in self.net.levels])
+        fused = fused + self.prior_proj(F.interpolate(prior, size=fused.shape[-2:], mode="bilinear",
+                                                      align_corners=False))
+        delta = F.interpolate(self.net.decoder.classifier(fused), size=x.shape[-2:], mode="bilinear",
+                              align_corners=False)
+        logits = prior + self.gate * delta
+        return (logits, alpha, relit) if aux else logits
 
 
 def create_backbone(name: str, pretrained: str | None = None, option: str = "pretrained", **kwargs) -> nn.Module:
@@ -236,7 +272,16 @@ def load_backbone_weights(backbone: nn.Module, path: str, option: str = "pretrai
     return loaded
 
 
-def build_seg_model(cfg, num_classes: int) -> SegModel:
-    """Build from an ImageModelConfig/RegionModelConfig-like object."""
+def build_seg_model(cfg, num_classes: int) -> nn.Module:
+    """Build from an ImageModelConfig/RegionModelConfig-like object: a SegModel, or a PriorRefiner around one
+    for a region model with ``prior: image``."""
     option = f"{getattr(cfg, 'SECTION', 'model')}.pretrained"
-    return SegModel(cfg.backbone, num_classes, cfg.decoder_channels, cfg.light_adaptation, cfg.pretrained, option)
+    net = SegModel(cfg.backbone, num_classes, cfg.decoder_channels, cfg.light_adaptation, cfg.pretrained, option)
+    if getattr(cfg, "prior", "none") == "image":
+        return PriorRefiner(net, num_classes, cfg.prior_temperature)
+    return net
+
+
+def segmentation_net(model: nn.Module) -> SegModel:
+    """The SegModel inside a model (itself, or a PriorRefiner's ``net``)."""
+    return model.net if isinstance(model, PriorRefiner) else model

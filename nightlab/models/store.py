@@ -16,7 +16,7 @@ import torch
 
 from nightlab.io import DataError, atomic_path, read_json, write_json
 from nightlab.labels import NUM_CLASSES
-from nightlab.models.segnet import SegModel
+from nightlab.models.segnet import PriorRefiner, SegModel
 
 TORCHSCRIPT_FILE = "model.torchscript.pt"
 CHECK_SHAPE = (2, 3, 64, 96)  # the dummy input an external image model must map to (2, 19, 64, 96)
@@ -61,13 +61,16 @@ def seg_config(cfg) -> dict:
     """The part of a SegModelConfig needed to rebuild the network."""
     return {"arch": "seg", "backbone": cfg.backbone, "decoder_channels": cfg.decoder_channels,
             "light_adaptation": cfg.light_adaptation, "num_classes": NUM_CLASSES,
-            **{k: getattr(cfg, k) for k in ("image_scale", "region_size", "crop", "max_zoom", "min_scale")
-               if hasattr(cfg, k)}}
+            **{k: getattr(cfg, k) for k in ("image_scale", "region_size", "crop", "max_zoom", "min_scale", "prior",
+                                            "prior_temperature") if hasattr(cfg, k)}}
 
 
-def seg_from_config(cfg: dict) -> SegModel:
-    """The untrained network of a :func:`seg_config` dict."""
-    return SegModel(cfg["backbone"], cfg["num_classes"], cfg["decoder_channels"], cfg["light_adaptation"])
+def seg_from_config(cfg: dict) -> torch.nn.Module:
+    """The untrained network of a :func:`seg_config` dict (a PriorRefiner around it with ``prior: image``)."""
+    net = SegModel(cfg["backbone"], cfg["num_classes"], cfg["decoder_channels"], cfg["light_adaptation"])
+    if cfg.get("prior", "none") == "image":
+        return PriorRefiner(net, cfg["num_classes"], cfg.get("prior_temperature", 1.0))
+    return net
 
 
 def load_seg_model(model_dir: str | Path, device="cpu") -> tuple[SegModel, dict]:

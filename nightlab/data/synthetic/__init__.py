@@ -1,9 +1,10 @@
 """The procedural night city (docs/design.md 4): a street scene laid out once, rendered by day and
 by night, written in the Cityscapes layout.
 
-Versions: 2 (the default) is sized from real driving data and renders the same bits on every x86
-machine; 1 is the original generator, kept so that earlier results can be reproduced
-(``data.synthetic.version``). Everything is deterministic in ``(seed, split, index)``, so shards
+Versions: 3 (the default) is version 2 drawn the same at every resolution; 2 is sized from real
+driving data and renders the same bits on every x86 machine; 1 is the original generator; the older
+ones are kept so that earlier results can be reproduced (``data.synthetic.version``). Everything
+is deterministic in ``(seed, split, index)``, so shards
 can be generated in any order.
 """
 from __future__ import annotations
@@ -11,15 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nightlab.data.synthetic import v1, v2
+from nightlab.data.synthetic import v1, v2, v3
 from nightlab.data.synthetic.common import EGO, Scene, scene_name, scene_rng, write_scene
 
 if TYPE_CHECKING:
     from nightlab.config import SyntheticConfig
 
-VERSIONS = {1: v1, 2: v2}
-LATEST = 2
-layout_scene, render = v2.layout_scene, v2.render
+VERSIONS = {1: v1, 2: v2, 3: v3}
+LATEST = 3
+layout_scene, render = v3.layout_scene, v3.render
 
 __all__ = ["EGO", "LATEST", "VERSIONS", "Scene", "generate_scene", "generate_shard", "layout_scene", "render",
            "scene_name", "scene_rng", "synthetic_shards"]

@@ -109,13 +109,17 @@ class Street:
         return self.vx + offset * t * self.road_half
 
 
-def layout_scene(h: int, w: int, rng: np.random.Generator) -> Scene:
+def layout_scene(h: int, w: int, rng: np.random.Generator, stable: bool = False) -> Scene:
     """Back to front: sky, buildings at the street's end, facades, ground, walls and fences, then
-    the street objects sorted by distance, and the ego-vehicle hood."""
+    the street objects sorted by distance, and the ego-vehicle hood.
+
+    ``stable`` (version 3): draw the same random numbers at any resolution, so that a seed gives the
+    same scene at 256x512 and at 1024x2048 (version 2 drew a number of lit windows that grew with the
+    image's pixels, which changed every draw after it)."""
     cv = Canvas2(h, w, rng)
     st = Street(h, w, rng)
     _sky(cv)
-    _street_end(cv, st)
+    _street_end(cv, st, stable)
     for left in (True, False):
         _facades(cv, st, left)
     _ground(cv, st)
@@ -135,15 +139,17 @@ def _sky(cv: Canvas2) -> None:
     cv.instance[:] = LABEL_IDS["sky"]
 
 
-def _street_end(cv: Canvas2, st: Street) -> None:
-    """Buildings across the far end of the street, with lit windows."""
+def _street_end(cv: Canvas2, st: Street, stable: bool = False) -> None:
+    """Buildings across the far end of the street, with lit windows (``stable``: as many at any
+    resolution, as many as version 2 draws at 256x512)."""
     rng = cv.rng
     x, end = st.vx - st.w * 0.12, st.vx + st.w * 0.12
     while x < end:
-        bw = rng.uniform(0.02, 0.06) * st.w
-        top = st.horizon - rng.uniform(0.08, 0.2) * st.h
+        uw, uh = rng.uniform(0.02, 0.06), rng.uniform(0.08, 0.2)
+        bw, top = uw * st.w, st.horizon - uh * st.h
         cv.fill("building", _rect(x, top, x + bw, st.horizon + 1), cv.colour("building", 0.1))
-        for _ in range(int(bw * (st.horizon - top) / 40)):
+        windows = uw * 512 * uh * 256 / 40 if stable else bw * (st.horizon - top) / 40
+        for _ in range(int(windows)):
             wx, wy = rng.uniform(x, x + bw), rng.uniform(top, st.horizon)
             if rng.random() < 0.4:
                 cv.glow_rect(wx, wy, wx + 1, wy + 1, (1.0, 0.8, 0.45), rng.uniform(0.2, 0.5))
@@ -487,13 +493,18 @@ def _two_wheeler(cv: Canvas2, st: Street, x: float, t: float, cls: str, ridden: 
 
 # ------------------------------------------------------------------------------ rendering
 
-def render(scene: Scene, night: bool, rng: np.random.Generator) -> np.ndarray:
-    """The scene's albedo under day or night light; RGB uint8, the same bits on any x86 machine."""
+def render(scene: Scene, night: bool, rng: np.random.Generator, stable: bool = False) -> np.ndarray:
+    """The scene's albedo under day or night light; RGB uint8, the same bits on any x86 machine.
+
+    ``stable`` (version 3): the scene's light, exposure and blur are drawn before any noise, and the
+    noise (one number per pixel) from a generator of its own, so the same scene renders under the same
+    light at any resolution (version 2 drew the night's light after the day's per-pixel noise)."""
     h, w = scene.label.shape
     if not night:
         light = np.float32(rng.uniform(0.85, 1.1))
+        noise = np.random.default_rng(rng.integers(2**63)) if stable else rng
         img = np.multiply(scene.albedo, light)
-        img = np.add(img, np.multiply(rng.standard_normal(img.shape, dtype=np.float32), np.float32(0.012)))
+        img = np.add(img, np.multiply(noise.standard_normal(img.shape, dtype=np.float32), np.float32(0.012)))
         img = exact.gaussian_blur(img, 0.5)
         return exact.gamma_to_uint8(np.clip(img, 0, 1), 1.25)
 
@@ -503,6 +514,9 @@ def render(scene: Scene, night: bool, rng: np.random.Generator) -> np.ndarray:
     sh, sw = -(-h // f), -(-w // f)
     yy, xx = np.mgrid[0:sh, 0:sw].astype(np.float64) * f + (f - 1) / 2
     ambient = float(exact.exp(rng.uniform(LN_AMBIENT[0], LN_AMBIENT[1])))
+    if stable:  # every scene-level draw now, then the per-pixel noise from its own generator
+        shine_u, blur_u, gain_u = rng.uniform(0.15, 0.45), rng.uniform(0.5, 1.0), rng.uniform(0.8, 1.1)
+        noise = np.random.default_rng(rng.integers(2**63))
     light = np.full((sh, sw, 3), ambient, np.float64)
     light[: int(sh * 0.45)] += 0.006  # sky glow over the city
     for lx, ly, rad, inten, rgb in scene.lamps:
@@ -519,16 +533,16 @@ def render(scene: Scene, night: bool, rng: np.random.Generator) -> np.ndarray:
                                np.float32(0.6)))
     img = np.add(np.add(img, np.multiply(emis, np.float32(1.5))), glare)
     # Signs are retro-reflective: they send headlight back to the camera, bright whatever the ambient.
-    shine = np.multiply(scene.reflect, np.float32(rng.uniform(0.15, 0.45)))[..., None]
+    shine = np.multiply(scene.reflect, np.float32(shine_u if stable else rng.uniform(0.15, 0.45)))[..., None]
     img = np.add(img, np.multiply(scene.albedo, shine))
-    img = exact.gaussian_blur(img, float(rng.uniform(0.5, 1.0)))  # defocus and motion blur
+    img = exact.gaussian_blur(img, float(blur_u if stable else rng.uniform(0.5, 1.0)))  # defocus and motion blur
     # Sensor noise on the raw signal: shot noise grows with it, read noise is constant.
     sigma = np.add(np.float32(0.004), np.multiply(np.float32(0.03), np.sqrt(np.clip(img, 0, None))))
-    img = np.add(img, np.multiply(rng.standard_normal(img.shape, dtype=np.float32), sigma))
+    img = np.add(img, np.multiply((noise if stable else rng).standard_normal(img.shape, dtype=np.float32), sigma))
     # Auto-exposure: the camera meters the frame and raises exposure and gain until its mean reaches
     # middle grey (18 % linear), up to its limit (x8 here); darker scenes stay darker and come out
     # noisier, as night footage does. Lamps and headlights then over-expose.
-    gain = np.float32(min(8.0, max(1.0, 0.18 / max(_mean(img), 1e-6))) * rng.uniform(0.8, 1.1))
+    gain = np.float32(min(8.0, max(1.0, 0.18 / max(_mean(img), 1e-6))) * (gain_u if stable else rng.uniform(0.8, 1.1)))
     return exact.gamma_to_uint8(np.clip(np.multiply(img, gain), 0, 1), 1.5)
 
 
