@@ -54,7 +54,10 @@ def hard_region_boxes(p) -> dict:
     boxes = pd.concat(task_results(futures), ignore_index=True)
     meta = m.df[["split", "domain", "height", "width"]]
     boxes = boxes.join(meta, on="sample")
-    per_class = boxes.groupby("class_name").agg(boxes=("area", "size"), median_area=("area", "median")).reset_index()
+    tight = boxes.assign(width=boxes.bx1 - boxes.bx0, height=boxes.by1 - boxes.by0)
+    per_class = tight.groupby("class_name").agg(boxes=("area", "size"), median_area=("area", "median"),
+                                                median_width=("width", "median"),
+                                                median_height=("height", "median")).reset_index()
     with StageOutputs() as out:
         write_table(boxes, parquet=out(BOXES))
         reports = out(BOX_REPORTS, directory=True)

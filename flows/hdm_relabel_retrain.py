@@ -74,7 +74,7 @@ CKPT = CHECKPOINTS / "hdm"
 SHARD = 16
 
 
-@task(persist_result=True, cache_key_fn=key_from_arg, task_run_name="relabel-{first}")
+@task(persist_result=True, cache_key_fn=key_from_arg, task_run_name="relabel images {first}-")
 @catch_user_errors
 def relabel_shard(key: str, first: int, last: int, rows: tuple, hdm, rule: MergeRule, device_name: str,
                   window=None) -> pd.DataFrame:
@@ -109,8 +109,10 @@ def hdm_relabel_retrain(p) -> dict:
     base = digest(stage_inputs("hdm_relabel_retrain"), params_of(p, *keys), domains)
     t0 = time.perf_counter()
     rule = MergeRule.of(p.merge)
-    futures = [relabel_shard.submit(digest(base, i), i, min(i + SHARD, len(train)), (p.splits.train, domains), p.hdm,
-                                    rule, p.device, window) for i in range(0, len(train), SHARD)]
+    n = len(train)
+    futures = [relabel_shard.with_options(task_run_name=f"relabel images {i}-{min(i + SHARD, n) - 1} of {n}")
+               .submit(digest(base, i), i, min(i + SHARD, n), (p.splits.train, domains), p.hdm, rule, p.device, window)
+               for i in range(0, n, SHARD)]
     table = pd.concat(task_results(futures), ignore_index=True)
     seconds = time.perf_counter() - t0
     positives, kept = int(table.orig_positive.sum()), int(table.new_label.sum())
@@ -137,8 +139,7 @@ def hdm_relabel_retrain(p) -> dict:
     gt = boxes_for(boxes, sel, hard)
     metrics = {"hdm.proposals": len(table), "hdm.positives": positives, "hdm.kept": kept,
                "hdm.kept_share": round(kept / positives, 6) if positives else None,
-               "hdm.hard_boxes": len(train_gt), "hdm.hard_boxes_kept": len(kept_boxes),
-               "hdm.relabel_proposals_per_s": round(len(table) / seconds, 3) if seconds > 0 else None}
+               "hdm.hard_boxes": len(train_gt), "hdm.hard_boxes_kept": len(kept_boxes)}
     for name in DETECTORS:
         for k, v in proposal_recall(models.detectors[name], sel, gt, models.device).items():
             metrics[f"hdm.val.{name}.recall_{k}"] = round(v, 6) if v == v else None

@@ -39,9 +39,9 @@ def per_class_iou(p) -> dict:
     if len(m) == 0:
         raise DataError(f"{MANIFEST}: the selection split (splits.select = {where}) has no images")
     models = TrainedModels.load(IMAGE_MODEL, pick_device(p.device), p.image_model.window)
-    res = evaluate_image_model(models, m).result()
+    res = evaluate_image_model(models, m, "image level, selection split").result()
     report = read_manifest(MANIFEST).select(p.splits.report)
-    held = evaluate_image_model(models, report).result()
+    held = evaluate_image_model(models, report, "image level, report split").result()
     table = iou_table(res)
     with StageOutputs() as out:
         write_table(table, parquet=out(IMAGE_IOU), csv=out(IMAGE_REPORTS / "per_class_iou.csv"))

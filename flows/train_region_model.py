@@ -37,9 +37,10 @@ from nightlab.distributed import launch
 from nightlab.errors import ConfigError
 from nightlab.evaluation import evaluate_on_crops
 from nightlab.hard import read_hard_classes
+from nightlab.headline import rounded
 from nightlab.io import read_table, write_json, write_table
 from nightlab.labels import CLASS_NAMES
-from nightlab.metrics import headline
+from nightlab.metrics import headline, subset_miou
 from nightlab.models.segnet import SegModel, segmentation_net
 from nightlab.regions import CropRule, views
 from nightlab.trained import TrainedModels
@@ -133,6 +134,8 @@ def _evaluate(p, model_dir: Path, hard: list[int], out: StageOutputs, log) -> di
     plot_grouped_iou(table, ["image_on_crops", "region"], out(REGION_REPORTS / "crop_iou.png"),
                      "Per-class IoU inside hard-region crops", highlight=[CLASS_NAMES[c] for c in hard])
     metrics = {**headline(res_r, "region.crops"), **headline(res_i, "image.crops"),
+               "region.crops.hard_mIoU": rounded(subset_miou(res_r["iou"], hard)),
+               "image.crops.hard_mIoU": rounded(subset_miou(res_i["iou"], hard)),
                "region.crops.count": int(len(val_boxes)),
                **view_stats(full.select(p.splits.train, p.region_model.train.domains), boxes, hard, models)}
     write_json(out(REGION_REPORTS / "metrics.json"), metrics)

@@ -23,10 +23,13 @@ from nightlab.trained import Detector, TrainedModels
 RECALL_KS = (10, 50, 100)
 
 
-def evaluate_image_model(models: TrainedModels, manifest) -> Evaluator:
-    """Per-class confusion of the image model on every image of ``manifest`` (native resolution)."""
+def evaluate_image_model(models: TrainedModels, manifest, desc: str = "") -> Evaluator:
+    """Per-class confusion of the image model on every image of ``manifest`` (native resolution); ``desc``:
+    a progress bar with this label."""
+    from tqdm import tqdm
+
     ev = Evaluator()
-    for i in range(len(manifest)):
+    for i in tqdm(range(len(manifest)), desc=desc, unit="image", disable=not desc, mininterval=1.0):
         ev.update(class_map(models.image_probs(manifest.image(i))).cpu(), torch.from_numpy(manifest.label(i)))
     return ev
 

@@ -155,8 +155,8 @@ def region_probs(model, image: np.ndarray, boxes, rule: CropRule, device, batch_
     """
     img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
     boxes, plans = plan_views(image.shape, boxes, rule)
-    flat = [(i, win) for i, wins in enumerate(plans) for win in wins]
-    pieces: list[list[torch.Tensor]] = [[] for _ in boxes]
+    flat = [((i, j), win) for i, wins in enumerate(plans) for j, win in enumerate(wins)]
+    pieces: list[list] = [[None] * len(wins) for wins in plans]  # by view: batches come grouped by shape
     needs_prior = takes_prior(model)
     if needs_prior and prior is None:
         raise ValueError("this region model refines the image level: pass the image model's logits (prior)")
@@ -165,8 +165,8 @@ def region_probs(model, image: np.ndarray, boxes, rule: CropRule, device, batch_
         x = view_batch(img, wins).to(device)
         priors = [torch.stack([cut_field(prior[0], win, image.shape[:2]) for win in wins])] if needs_prior else []
         out = batch_independent(model, x, *priors)
-        for (i, win), q in zip(chunk, out.softmax(1)):
-            pieces[i].append(paste(q, win))
+        for ((i, j), win), q in zip(chunk, out.softmax(1)):
+            pieces[i][j] = paste(q, win)
     return [assemble(pieces[i], plans[i], boxes[i]) for i in range(len(boxes))]
 
 

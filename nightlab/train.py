@@ -23,7 +23,9 @@ from nightlab.distributed import mean_across_ranks, sync_batchnorm, world
 from nightlab.io import atomic_path, write_table
 
 CKPT_NAME = "checkpoint.pt"
-CURVE_COLUMNS = ["iter", "epoch", "loss", "lr", "it_per_s"]  # one row every log_every steps
+# One row every log_every steps. The curve is a tracked output, so it holds no timing (which changes on every run
+# and would leave a rerun of the same code with a dirty tree): the rate is in the untracked train_log.csv.
+CURVE_COLUMNS = ["iter", "epoch", "loss", "lr"]
 
 
 def empty_curve() -> pd.DataFrame:
@@ -161,7 +163,7 @@ def fit(model, dataset: Dataset, loss_fn, cfg, run: Run, stop_after: int | None 
     the run early after that many iterations (tests use it to simulate a kill). Inside a
     torch.distributed process group (nightlab.distributed) it trains data-parallel; rank 0 alone writes
     checkpoints, logs and the progress bar. Returns the training curve: one row every ``log_every``
-    steps with columns iter, epoch, loss, lr and it_per_s; ``curve.attrs["step_flops"]`` is the FLOPs of
+    steps with columns iter, epoch, loss and lr (``out_dir/train_log.csv`` adds it_per_s); ``curve.attrs["step_flops"]`` is the FLOPs of
     one step over the global batch (nightlab.compute), counted on the first batches.
     """
     out_dir, seed, device, params, desc = Path(run.out_dir), run.seed, run.device, run.key, run.desc
@@ -219,10 +221,10 @@ def fit(model, dataset: Dataset, loss_fn, cfg, run: Run, stop_after: int | None 
         loader = _loader(dataset, cfg.batch_size, epoch, seed, cfg.workers, collate_fn)
         it = train_one_epoch(net, loader, optimizer, scheduler, loss_fn, device, (it, end, skip), cfg.amp, on_step)
     bar.close()
+    if main:
+        write_table(pd.DataFrame(log, columns=[*CURVE_COLUMNS, "it_per_s"]), csv=out_dir / "train_log.csv")
     curve = pd.DataFrame(log, columns=CURVE_COLUMNS)
     curve.attrs["step_flops"] = flops
-    if main:
-        write_table(curve, csv=out_dir / "train_log.csv")
     return curve
 
 

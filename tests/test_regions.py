@@ -110,3 +110,23 @@ def test_a_pole_is_zoomed_along_its_width_and_shown_whole():
     # a pole longer than one view can show at min_scale is cut, each tile still at min_scale or more
     tall = views((200, 0, 206, 1000), 1024, 512, RECT)
     assert len(tall) == 4 and all(t.scale >= 0.5 for t in tall)
+
+
+def test_region_probs_put_each_view_of_a_mixed_shape_box_back_in_place():
+    """A box whose tiles get views of different shapes: every tile's prediction lands on that tile
+    (views are batched by shape, so they come back in another order than the tiles)."""
+    from nightlab.inference import region_probs
+
+    class Echo(torch.nn.Module):  # predicts class 1 where the view's red channel is bright, else class 0
+        def forward(self, x):
+            return torch.cat([1 - x[:, :1], x[:, :1]], 1) * 20
+
+    h, w = 512, 1024
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:, 900:] = 255  # bright from x = 900 on
+    box = (849, 236, 1024, 470)  # tiled 2 x 2; rounding gives its tile columns views of two shapes
+    vs = views(box, h, w, RECT)
+    assert len({v.shape for v in vs}) > 1, [v.shape for v in vs]
+    (probs,) = region_probs(Echo(), img, [box], RECT, "cpu")
+    pred = probs.argmax(0).numpy()
+    assert (pred[:, 905 - 849:] == 1).all() and (pred[:, :895 - 849] == 0).all()
