@@ -163,8 +163,9 @@ def fit(model, dataset: Dataset, loss_fn, cfg, run: Run, stop_after: int | None 
     the run early after that many iterations (tests use it to simulate a kill). Inside a
     torch.distributed process group (nightlab.distributed) it trains data-parallel; rank 0 alone writes
     checkpoints, logs and the progress bar. Returns the training curve: one row every ``log_every``
-    steps with columns iter, epoch, loss and lr (``out_dir/train_log.csv`` adds it_per_s); ``curve.attrs["step_flops"]`` is the FLOPs of
-    one step over the global batch (nightlab.compute), counted on the first batches.
+    steps with columns iter, epoch, loss and lr (``out_dir/train_log.csv`` adds it_per_s);
+    ``curve.attrs["step_flops"]`` is the FLOPs of one step over the global batch (nightlab.compute),
+    counted on the first batches.
     """
     out_dir, seed, device, params, desc = Path(run.out_dir), run.seed, run.device, run.key, run.desc
     collate_fn = getattr(dataset, "collate", None)
