@@ -61,7 +61,7 @@ from nightlab.merge import MergeRule
 from nightlab.models.rdn import load_rdn, rpn_loss
 from nightlab.models.store import save_model
 from nightlab.regions import views
-from nightlab.train import Run, empty_curve, fit, seed_everything
+from nightlab.train import Run, empty_curve, fit, mean_loss, seed_everything
 from nightlab.trained import Detector, TrainedModels
 from nightlab.variants import DETECTORS
 
@@ -84,7 +84,7 @@ def relabel_shard(key: str, first: int, last: int, rows: tuple, hdm, rule: Merge
     gt = boxes_for(read_table(BOXES), m, hard)
     models = _models(device_name, window)
     samples = list(range(first, last))
-    props = models.propose("rdn", [m.image(s) for s in samples], hdm.proposals_per_image)
+    props = models.propose("rdn", [m.image(s) for s in samples], hdm.proposals_per_image, anchors=True)
     return score_proposals(models, m, gt, props, samples, hard, hdm, rule)
 
 
@@ -109,34 +109,46 @@ def hdm_relabel_retrain(p) -> dict:
     base = digest(stage_inputs("hdm_relabel_retrain"), params_of(p, *keys), domains)
     t0 = time.perf_counter()
     rule = MergeRule.of(p.merge)
-    n = len(train)
-    futures = [relabel_shard.with_options(task_run_name=f"relabel images {i}-{min(i + SHARD, n) - 1} of {n}")
-               .submit(digest(base, i), i, min(i + SHARD, n), (p.splits.train, domains), p.hdm, rule, p.device, window)
-               for i in range(0, n, SHARD)]
-    table = pd.concat(task_results(futures), ignore_index=True)
+    sel = full.select(p.splits.select)
+    gt = boxes_for(boxes, sel, hard)
+
+    def scored(rows, manifest, what: str, salt: str) -> pd.DataFrame:
+        """Every proposal of every image of ``manifest`` scored, in shards (Prefect tasks, cached)."""
+        n = len(manifest)
+        futures = [relabel_shard.with_options(task_run_name=f"relabel {what} {i}-{min(i + SHARD, n) - 1} of {n}")
+                   .submit(digest(base, salt, i), i, min(i + SHARD, n), rows, p.hdm, rule, p.device, window)
+                   for i in range(0, n, SHARD)]
+        return pd.concat(task_results(futures), ignore_index=True)
+
+    table = scored((p.splits.train, domains), train, "training images", "train")
     seconds = time.perf_counter() - t0
+    # The selection split's proposals too: the fine-tune's held-out loss, to see when it has flattened.
+    val_table = scored((p.splits.select, None), sel, "selection images", "select")
     positives, kept = int(table.orig_positive.sum()), int(table.new_label.sum())
     kept_boxes = kept_gt_boxes(table, train_gt)
-    targets = finetune_targets(table, train_gt, p.hdm.targets)
-    log.info(f"{len(table)} proposals scored in {seconds:.1f} s ({p.hdm.criterion}); {kept}/{positives} positives "
-             f"kept; {len(kept_boxes)}/{len(train_gt)} hard boxes stay positive; {len(targets)} fine-tune targets "
-             f"({p.hdm.targets})")
+    targets, anchor_labels = finetune_targets(table, train_gt, p.hdm.targets, p.hdm.gain_temperature)
+    log.info(f"{len(table)} proposals of {len(train)} training images scored in {seconds:.1f} s ({p.hdm.criterion}); "
+             f"{kept}/{positives} positives kept; {len(kept_boxes)}/{len(train_gt)} hard boxes would stay positive; "
+             f"fine-tune targets: {p.hdm.targets}")
 
     rdn, rcfg = load_rdn(RDN_MODEL, device)
     curve = empty_curve()
     if p.hdm.finetune_iters > 0:
         ds = DetectionDataset(train, targets, rcfg["image_scale"], train=True, hflip=p.rdn.train.hflip, seed=p.seed,
-                              cache_mb=p.rdn.train.cache_mb)
+                              cache_mb=p.rdn.train.cache_mb, anchor_labels=anchor_labels)
+        val_boxes, val_labels = finetune_targets(val_table, gt, p.hdm.targets, p.hdm.gain_temperature)
+        held = DetectionDataset(sel, val_boxes, rcfg["image_scale"], anchor_labels=val_labels)
         tcfg = p.rdn.train.model_copy(update={"iters": p.hdm.finetune_iters, "lr": p.hdm.lr})
         key = {"base": base, "ft": tcfg.model_dump(mode="json")}
-        curve = fit(rdn, ds, rpn_loss, tcfg, Run(CKPT, p.seed, device, key, "hdm finetune", optimizer="sgd"))
+        run = Run(CKPT, p.seed, device, key, "hdm finetune", optimizer="sgd",
+                  validate=lambda model: mean_loss(model, held, rpn_loss, tcfg.batch_size, device),
+                  validate_every=max(1, p.hdm.finetune_iters // 10))
+        curve = fit(rdn, ds, rpn_loss, tcfg, run)
 
     # HDM against the RDN it came from, on the selection split.
     rdn.eval()
     models = _models(p.device, window)
     models.detectors["hdm"] = Detector(rdn, rcfg["image_scale"])
-    sel = full.select(p.splits.select)
-    gt = boxes_for(boxes, sel, hard)
     metrics = {"hdm.proposals": len(table), "hdm.positives": positives, "hdm.kept": kept,
                "hdm.kept_share": round(kept / positives, 6) if positives else None,
                "hdm.hard_boxes": len(train_gt), "hdm.hard_boxes_kept": len(kept_boxes)}

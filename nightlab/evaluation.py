@@ -162,7 +162,9 @@ def evaluate_two_level(manifest, gt_boxes: pd.DataFrame, models: TrainedModels, 
         ranked = {"gt": (gt_ranked[:top], gt_probs[:top])}
         for name in models.detectors:
             (boxes, scores), = models.propose(name, [img])
-            out.add(out.hits, variants.recall(name), (int(_matched(gt_ranked, boxes[:100]).sum()), len(gt_ranked)))
+            found = _matched(gt_ranked, boxes[:100])
+            out.add(out.hits, variants.recall(name), (int(found.sum()), len(gt_ranked)))
+            out.add(out.hits, variants.helpful_recall(name), (int(found[helpful].sum()), int(helpful.sum())))
             sel = sel_spec.top(boxes, scores, top)
             ranked[name] = (sel, regions(sel))
         sel, mass = uncertain_regions(probs, spec.entropy_threshold, spec.boxes)

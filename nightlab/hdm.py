@@ -91,7 +91,9 @@ def score_proposals(models, manifest, gt_boxes, props, samples, hard_ids, hdm, r
     if criterion not in ("merged", "region"):
         raise ValueError(f"unknown HDM criterion {criterion!r}: merged or region")
     rows = []
-    for s, (boxes, scores) in zip(samples, props):
+    for s, found in zip(samples, props):  # (boxes, scores[, anchor indices])
+        boxes, scores = found[:2]
+        anchors = found[2] if len(found) > 2 else np.full(len(boxes), -1)
         img, lab = manifest.image(s), torch.from_numpy(manifest.label(s))
         h, w = lab.shape
         gt = gt_boxes[gt_boxes["sample"] == s][["x0", "y0", "x1", "y1"]].to_numpy()
@@ -104,7 +106,8 @@ def score_proposals(models, manifest, gt_boxes, props, samples, hard_ids, hdm, r
             y, pi = lab[y0:y1, x0:x1], full[y0:y1, x0:x1]
             pr = pr.cpu()
             merged = merged_crop(pi, pr, hard_ids, rule, probs[:, y0:y1, x0:x1])
-            rows.append(dict(sample=int(s), rank=j, x0=b[0], y0=b[1], x1=b[2], y1=b[3], score=float(scores[j]),
+            rows.append(dict(sample=int(s), rank=j, anchor=int(anchors[j]), x0=b[0], y0=b[1], x1=b[2], y1=b[3],
+                             score=float(scores[j]),
                              best_gt_iou=float(best[j]), gt_index=int(gt_idx[j]) if best[j] > 0 else -1,
                              orig_positive=bool(best[j] >= hdm.match_iou),
                              iou_image=crop_iou(pi, y), iou_region=crop_iou(class_map(pr), y),
@@ -112,6 +115,7 @@ def score_proposals(models, manifest, gt_boxes, props, samples, hard_ids, hdm, r
     df = pd.DataFrame(rows)
     if len(df):
         df["v"], df["new_label"] = relabel(df.orig_positive, df[f"iou_{criterion}"], df.iou_image)
+        df["gain"] = df[f"iou_{criterion}"] - df.iou_image  # how much zooming in helps here (NaN: no labels)
     return df
 
 
@@ -132,13 +136,43 @@ def kept_gt_boxes(table: pd.DataFrame, gt_boxes: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=cols)
 
 
-def finetune_targets(table: pd.DataFrame, gt_boxes: pd.DataFrame, targets: str = "boxes") -> pd.DataFrame:
-    """Target boxes (sample, x0..y1) of the HDM fine-tune, by ``hdm.targets``."""
+TARGETS = ("relabel", "gain", "boxes", "proposals")
+
+
+def finetune_targets(table: pd.DataFrame, gt_boxes: pd.DataFrame, targets: str = "relabel",
+                     gain_temperature: float = 0.05) -> tuple[pd.DataFrame, dict | None]:
+    """What the HDM fine-tune learns, by ``hdm.targets``: target boxes (sample, x0..y1) and, for the
+    relabelled readings, each image's scored anchors with their objectness targets ({sample: (anchor
+    indices, targets)}).
+
+    * ``relabel`` (eq. 2 as written): every ground-truth hard box (labels of the other anchors, box
+      regression), and each scored proposal's anchor labelled Y^P = Y x v';
+    * ``gain``: the same anchors toward sigmoid(gain / ``gain_temperature``), gain = crop IoU of the
+      candidate (by the criterion) minus the image level's, so the top regions are the ones that gain
+      most; an unscorable crop (no valid label) gets no target;
+    * ``boxes``, ``proposals``: see the module doc; no anchor targets.
+    """
+    cols = ["sample", "x0", "y0", "x1", "y1"]
     if targets == "boxes":
-        return kept_gt_boxes(table, gt_boxes)[["sample", "x0", "y0", "x1", "y1"]]
+        return kept_gt_boxes(table, gt_boxes)[cols], None
     if targets == "proposals":
-        return table[table.new_label == 1][["sample", "x0", "y0", "x1", "y1"]]
-    raise ValueError(f"unknown HDM targets {targets!r}: boxes or proposals")
+        return table[table.new_label == 1][cols], None
+    if targets not in TARGETS:
+        raise ValueError(f"unknown HDM targets {targets!r}: {', '.join(TARGETS)}")
+    scored = table[table.anchor >= 0]
+    if targets == "relabel":
+        value = scored.new_label.to_numpy(float)
+    else:
+        gain = scored.gain.to_numpy(float)
+        value = 1 / (1 + np.exp(-gain / gain_temperature))
+        keep = np.isfinite(gain)
+        scored, value = scored[keep], value[keep]
+    labels = {}
+    for s, idx in scored.groupby("sample").indices.items():
+        rows = scored.iloc[idx]
+        # one anchor can give two kept proposals only in two levels' NMS: its last label wins, either way
+        labels[int(s)] = (rows.anchor.to_numpy(np.int64), value[idx])
+    return gt_boxes[cols], labels
 
 
 def crop_gain(models, manifest, props, hard_ids, hdm, rule: MergeRule = PASTE) -> float:

@@ -43,5 +43,7 @@ def headline_metrics(ev, hard_ids, bootstrap: int, bootstrap_seed: int, baseline
     for name in variants.DETECTORS:
         hits = np.asarray(ev.hits[variants.recall(name)])
         metrics[f"{name}.recall_100"] = rounded(hits[:, 0].sum() / max(hits[:, 1].sum(), 1))
+        hits = np.asarray(ev.hits[variants.helpful_recall(name)])
+        metrics[f"{name}.helpful_recall_100"] = rounded(hits[:, 0].sum() / max(hits[:, 1].sum(), 1))
     metrics["hard_classes.count"] = len(hard_ids)
     return metrics

@@ -176,12 +176,15 @@ def takes_prior(model) -> bool:
 
 
 @torch.inference_mode()
-def propose(rdn, images: Iterable[np.ndarray], scale: float, device, top_n: int | None = None):
+def propose(rdn, images: Iterable[np.ndarray], scale: float, device, top_n: int | None = None,
+            anchors: bool = False):
     """RDN proposals for each image (any iterable: a generator keeps one decoded image in memory), in native
-    pixels, sorted by objectness: [(boxes (K,4), scores (K,))]."""
+    pixels, sorted by objectness: [(boxes (K,4), scores (K,))]; with ``anchors``, [(boxes, scores, anchor
+    index (K,))], the anchor each proposal was decoded from (nightlab.models.rdn.filter_with_anchors)."""
     out = []
     for image in images:
-        boxes, scores, _ = rdn(model_input(image, scale, device))
+        boxes, scores, picked, _ = rdn(model_input(image, scale, device), with_anchors=True)
         b, s = native_proposals(boxes, scores, scale)
-        out.append((b[:top_n], s[:top_n]) if top_n else (b, s))
+        found = (b[:top_n], s[:top_n], picked[0].cpu().numpy()[:top_n])
+        out.append(found if anchors else found[:2])
     return out

@@ -146,7 +146,9 @@ class Run:
     """How one training run goes, besides its TrainConfig: where it checkpoints (``out_dir``), its
     seed and device, the ``key`` a checkpoint must carry to be resumed (the params and input digests
     it was trained with), the progress bar's label, the optimizer (``adamw``, or ``sgd`` with momentum
-    for detection heads) and whether BatchNorm statistics are synchronised across processes."""
+    for detection heads), whether BatchNorm statistics are synchronised across processes, and a held-out
+    loss (``validate(model) -> float``, called in eval mode every ``validate_every`` steps and at the end:
+    the curve gains a val_loss column, to see when training has flattened)."""
     out_dir: Path
     seed: int
     device: torch.device
@@ -154,6 +156,8 @@ class Run:
     desc: str = "train"
     optimizer: str = "adamw"
     sync_bn: bool = True
+    validate: object = None
+    validate_every: int = 25
 
 
 def fit(model, dataset: Dataset, loss_fn, cfg, run: Run, stop_after: int | None = None) -> pd.DataFrame:
@@ -214,6 +218,8 @@ def fit(model, dataset: Dataset, loss_fn, cfg, run: Run, stop_after: int | None 
         bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", its=f"{rate:.2f}")
         if i % cfg.log_every == 0 or i == cfg.iters:
             log.append(dict(iter=i, epoch=(i - 1) // batches, loss=loss, lr=lr, it_per_s=rate))
+        if run.validate is not None and (i % run.validate_every == 0 or i == cfg.iters):
+            log.append(dict(iter=i, epoch=(i - 1) // batches, val_loss=held_out(model, run.validate)))
         if main and (i % cfg.ckpt_every == 0 or i == end):  # one writer; every rank resumes from it
             save_checkpoint(ckpt_path, model, optimizer, scheduler, i // batches, i, params, log)
 
@@ -222,11 +228,37 @@ def fit(model, dataset: Dataset, loss_fn, cfg, run: Run, stop_after: int | None 
         loader = _loader(dataset, cfg.batch_size, epoch, seed, cfg.workers, collate_fn)
         it = train_one_epoch(net, loader, optimizer, scheduler, loss_fn, device, (it, end, skip), cfg.amp, on_step)
     bar.close()
+    columns = CURVE_COLUMNS + (["val_loss"] if run.validate is not None else [])
+    # a step's training and held-out rows are one row of the curve
+    table = pd.DataFrame(log, columns=[*columns, "it_per_s"]).groupby("iter", as_index=False, sort=True).first()
     if main:
-        write_table(pd.DataFrame(log, columns=[*CURVE_COLUMNS, "it_per_s"]), csv=out_dir / "train_log.csv")
-    curve = pd.DataFrame(log, columns=CURVE_COLUMNS)
+        write_table(table, csv=out_dir / "train_log.csv")
+    curve = table[columns]
     curve.attrs["step_flops"] = flops
     return curve
+
+
+def mean_loss(model, dataset: Dataset, loss_fn, batch_size: int, device) -> float:
+    """``loss_fn`` over all of ``dataset`` (batches of ``batch_size``, in order), weighted by batch size."""
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=getattr(dataset, "collate", None))
+    total = n = 0
+    for x, y in loader:
+        k = len(x)
+        total += float(loss_fn(model, to_device(x, device), to_device(y, device))) * k
+        n += k
+    return total / max(n, 1)
+
+
+def held_out(model, validate) -> float:
+    """``validate(model)`` in eval mode with the random state left as it was; training resumes after."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(0)  # the RPN samples anchors: the same sample at every evaluation
+            return float(validate(model))
+    finally:
+        model.train(was)
 
 
 def curve_drop(curve: pd.DataFrame) -> float:

@@ -34,9 +34,10 @@ class Detector:
     model: RDN
     scale: float  # the RDN's image_scale: it runs on the image resized by this
 
-    def propose(self, images, device, top_n: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Proposals (native pixels, by objectness) on each of ``images`` (any iterable)."""
-        return propose(self.model, images, self.scale, device, top_n)
+    def propose(self, images, device, top_n: int | None = None, anchors: bool = False) -> list[tuple]:
+        """Proposals (native pixels, by objectness) on each of ``images`` (any iterable): (boxes, scores), and
+        with ``anchors`` the index of the anchor each came from."""
+        return propose(self.model, images, self.scale, device, top_n, anchors)
 
 
 @dataclass
@@ -81,9 +82,9 @@ class TrainedModels:
         """The image model's softmax at native size (C, H, W)."""
         return native_probs(self.image_logits(image), *image.shape[:2])
 
-    def propose(self, name: str, images, top_n: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    def propose(self, name: str, images, top_n: int | None = None, anchors: bool = False) -> list[tuple]:
         """Detector ``name``'s proposals (native pixels, by objectness) on each of ``images`` (any iterable)."""
-        return self.detectors[name].propose(images, self.device, top_n)
+        return self.detectors[name].propose(images, self.device, top_n, anchors)
 
     def region_probs(self, image: np.ndarray, boxes, batch_size: int, logits: torch.Tensor | None = None
                      ) -> list[torch.Tensor]:

@@ -50,6 +50,11 @@ def by_rule(rule: str) -> str:
     return f"{merged(METHOD)}.rule_{rule}"
 
 
+def helpful_recall(detector: str) -> str:
+    """How many of the ground-truth boxes where zooming helps a detector's top 100 proposals find."""
+    return f"{detector}.helpful_recall@100"
+
+
 def metric(variant: str, what: str = "mIoU") -> str:
     """A key of reports/metrics.json: ``merged_hdm.mIoU``, ``image.hard_mIoU``, ..."""
     return f"{variant}.{what}"

@@ -33,7 +33,7 @@ def test_defaults_parse():
     assert p == parse_params(None)
     assert p.data.synthetic is not None and p.data.sources == {} and p.data.source_names() == ["synthetic"]
     assert p.hard_classes.threshold == 0.3
-    assert p.boxes.min_area == 12
+    assert p.boxes.min_area == 48 and p.boxes.min_size == 48  # native pixels of 512x1024 frames
     assert p.image_model.backbone == "resnet18"
     assert p.data.synthetic.splits() == ["train", "val", "test"]
     # each model has its own training defaults, the values of the default run
@@ -60,7 +60,7 @@ def test_load_params_file_overrides_and_empty_file(tmp_path):
     assert p.data.sources["cs"].kind == "cityscapes" and p.data.sources["cs"].root == "/x"
     assert p.data.source_names() == ["synthetic", "cs"]
     assert p.data.synthetic.height == 128
-    assert p.data.synthetic.width == 512  # untouched sibling keeps its default
+    assert p.data.synthetic.width == 1024  # untouched sibling keeps its default
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
     assert load_params(empty) == parse_params({})
@@ -233,7 +233,17 @@ def test_unknown_timm_backbone_refused(key):
 
 
 def test_known_timm_backbone_accepted():
-    assert parse_params({"image_model": {"backbone": "resnet34"}}).image_model.backbone == "resnet34"
+    assert parse_params({"image_model": {"backbone": "resnet34"},
+                         "region_model": {"backbone": "resnet34"}}).image_model.backbone == "resnet34"
+
+
+def test_region_init_image_needs_the_image_models_network():
+    with pytest.raises(ConfigError, match="region_model and image_model differ in backbone"):
+        parse_params({"image_model": {"backbone": "resnet34"}})
+    with pytest.raises(ConfigError, match="region_model.pretrained must be null"):
+        parse_params({"region_model": {"pretrained": "timm"}})
+    p = parse_params({"image_model": {"backbone": "resnet34"}, "region_model": {"init": "scratch"}})
+    assert p.region_model.backbone == "resnet18"  # from scratch, the region model keeps its own network
 
 
 @pytest.mark.parametrize("data, key", [
@@ -251,8 +261,8 @@ def test_unknown_key_refused(data, key):
 
 def test_shared_rdn_backbone_accepted_at_the_image_models_scale_only():
     assert parse_params({"rdn": {"backbone": "shared"}}).rdn.backbone == "shared"
-    with pytest.raises(ConfigError, match=r"rdn.image_scale 0.25 must equal image_model.image_scale 0.5"):
-        parse_params({"rdn": {"backbone": "shared", "image_scale": 0.25}})
+    with pytest.raises(ConfigError, match=r"rdn.image_scale 0.5 must equal image_model.image_scale 0.25"):
+        parse_params({"rdn": {"backbone": "shared", "image_scale": 0.5}})
     with pytest.raises(ConfigError, match=r"rdn.pretrained.*must be null with rdn.backbone: shared"):
         parse_params({"rdn": {"backbone": "shared", "pretrained": "timm"}})
 

@@ -178,8 +178,8 @@ def test_kept_gt_boxes_majority_rule_with_ties_and_unscored_boxes():
     kept = kept_gt_boxes(table, gt)
     assert kept.x0.tolist() == [0.0, 100.0, 300.0]
     assert kept.wins.tolist() == [2, 1, 0] and kept.losses.tolist() == [1, 1, 0]
-    t = finetune_targets(table, gt, "boxes")
-    assert list(t.columns) == ["sample", "x0", "y0", "x1", "y1"] and len(t) == 3
+    t, anchor_labels = finetune_targets(table, gt, "boxes")
+    assert list(t.columns) == ["sample", "x0", "y0", "x1", "y1"] and len(t) == 3 and anchor_labels is None
 
 
 def test_kept_gt_boxes_keeps_each_image_apart():
@@ -194,8 +194,8 @@ def test_finetune_targets_proposals_are_the_winning_positive_proposals():
     gt = _gt(0, 2)
     table = _table([(0, 0, True, 1, 1, 1, 1, 49, 49), (0, 1, True, 0, 0, 100, 0, 150, 50),
                     (0, -1, False, 1, 0, 400, 0, 420, 20)])
-    t = finetune_targets(table, gt, "proposals")
-    assert t[["x0", "y0", "x1", "y1"]].values.tolist() == [[1, 1, 49, 49]]
+    t, anchor_labels = finetune_targets(table, gt, "proposals")
+    assert t[["x0", "y0", "x1", "y1"]].values.tolist() == [[1, 1, 49, 49]] and anchor_labels is None
     with pytest.raises(ValueError, match="unknown HDM targets"):
         finetune_targets(table, gt, "anchors")
 
@@ -206,7 +206,8 @@ def test_fresh_test_split_is_new_scenes_with_their_hard_boxes(tmp_path):
     from nightlab.config import parse_params
     from nightlab.confirm import fresh_test_split, hard_boxes
 
-    p = parse_params({"data": {"synthetic": {"height": 64, "width": 128}}})
+    # boxes' size floors scaled with the frame: 64x128 is 1/8 of the default 512x1024
+    p = parse_params({"data": {"synthetic": {"height": 64, "width": 128}}, "boxes": {"min_area": 6, "min_size": 6}})
     a = fresh_test_split(tmp_path / "a", p.data.synthetic, 7, 2).select(p.splits.report)
     b = fresh_test_split(tmp_path / "b", p.data.synthetic, 7, 2).select(p.splits.report)
     c = fresh_test_split(tmp_path / "c", p.data.synthetic, 8, 2).select(p.splits.report)

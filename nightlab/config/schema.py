@@ -386,15 +386,20 @@ class RdnConfig(_Strict):
 
 class HdmConfig(_Strict):
     """The hardness detection module: relabel RDN proposals, fine-tune the RPN (docs/design.md 1.6)."""
-    proposals_per_image: int = Field(50, ge=1, le=2000, description="RDN proposals scored per training image")
+    proposals_per_image: int | None = Field(None, ge=1, le=2000, description="RDN proposals scored per training "
+                                            "image; null: every proposal it keeps (rdn.post_nms_top_n)")
     match_iou: float = Field(0.5, gt=0.0, le=1.0, description="a proposal is originally positive at this IoU "
                              "with a hard box")
     criterion: Literal["merged", "region"] = Field(
         "merged", description="eq. 1's comparison inside a proposal: merged (the merge of both levels there, what "
         "inference does) or region (the region model alone) against the image level")
-    targets: Literal["boxes", "proposals"] = Field(
-        "boxes", description="what the fine-tune learns: boxes (the ground-truth hard boxes, minus those whose "
-        "proposals mostly lost) or proposals (the winning proposals' own boxes)")
+    targets: Literal["relabel", "gain", "boxes", "proposals"] = Field(
+        "relabel", description="what the fine-tune learns: relabel (eq. 2: each scored proposal's anchor gets its "
+        "new label, box regression on the ground truth); gain (the same anchors trained toward how much zooming "
+        "helps, a soft target); boxes (the ground-truth hard boxes, minus those whose proposals mostly lost); "
+        "proposals (the winning proposals' own boxes)")
+    gain_temperature: float = Field(0.05, gt=0.0, le=1.0, description="targets gain: an anchor's target is "
+                                    "sigmoid(crop-IoU gain / this)")
     finetune_iters: int = Field(150, ge=0, description="fine-tuning steps (other settings from rdn.train)")
     lr: float = Field(0.005, gt=0.0, le=10.0, description="fine-tuning learning rate")
     batch_size: int = Field(32, ge=1, description="crops per region-model batch while scoring")

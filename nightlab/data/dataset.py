@@ -261,17 +261,19 @@ class DetectionDataset(_Seeded):
 
     ``boxes`` has columns sample, x0, y0, x1, y1 in native pixels; they are scaled with the image
     and flipped with it through ``tv_tensors.BoundingBoxes``. Returns (image, {"boxes": (K, 4)}).
-    ``cache_mb``: bound of the decoded-frame cache (module docstring).
+    ``cache_mb``: bound of the decoded-frame cache (module docstring). ``anchor_labels`` ({sample:
+    (anchor indices, objectness targets)}, HDM's relabelled proposals) adds ``anchors`` and ``labels`` to
+    the targets; anchors are indices into the unflipped image's anchor grid, so such a dataset never flips.
     """
 
     def __init__(self, manifest: Manifest, boxes, scale: float, train: bool = False, hflip: bool = True,
-                 seed: int = 0, cache_mb: float = 512):
+                 seed: int = 0, cache_mb: float = 512, anchor_labels: dict | None = None):
         super().__init__(seed)
-        self.m, self.scale = manifest, scale
+        self.m, self.scale, self.anchor_labels = manifest, scale, anchor_labels
         self.samples = np.arange(len(manifest))
         grouped = {int(s): g[["x0", "y0", "x1", "y1"]].to_numpy(np.float32) for s, g in boxes.groupby("sample")}
         self.targets = [grouped.get(int(s), np.zeros((0, 4), np.float32)) * scale for s in self.samples]
-        self.tf = v2.RandomHorizontalFlip() if train and hflip else None
+        self.tf = v2.RandomHorizontalFlip() if train and hflip and anchor_labels is None else None
         self.cache = FrameCache(_cache_bytes(cache_mb))
 
     def __len__(self) -> int:
@@ -291,7 +293,12 @@ class DetectionDataset(_Seeded):
         boxes = tv_tensors.BoundingBoxes(torch.from_numpy(self.targets[i]), format="XYXY", canvas_size=img.shape[-2:])
         if self.tf is not None:
             img, boxes = self._seeded(i, lambda: self.tf(tv_tensors.Image(img), boxes))
-        return img.as_subclass(torch.Tensor), {"boxes": boxes.as_subclass(torch.Tensor)}
+        target = {"boxes": boxes.as_subclass(torch.Tensor)}
+        if self.anchor_labels is not None:
+            idx, labels = self.anchor_labels.get(int(self.samples[i]), (np.zeros(0, np.int64), np.zeros(0)))
+            target["anchors"] = torch.as_tensor(idx, dtype=torch.long)
+            target["labels"] = torch.as_tensor(labels, dtype=torch.float32)
+        return img.as_subclass(torch.Tensor), target
 
 
 def detection_collate(batch):

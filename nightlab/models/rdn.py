@@ -14,11 +14,13 @@ from dataclasses import dataclass, fields
 import numpy as np
 import timm
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead, concat_box_prediction_layers
 from torchvision.ops import FeaturePyramidNetwork
+from torchvision.ops import boxes as box_ops
 
 from nightlab.errors import ConfigError
 from nightlab.models.segnet import SegModel, create_backbone, input_normalisation
@@ -176,13 +178,15 @@ class RDN(nn.Module):
             pre_nms_top_n=dict(training=rpn.pre_nms_top_n, testing=rpn.pre_nms_top_n),
             post_nms_top_n=dict(training=rpn.post_nms_top_n, testing=rpn.post_nms_top_n), nms_thresh=rpn.nms_thresh)
 
-    def forward(self, images: torch.Tensor, targets: list[dict] | None = None):
-        """images (N, 3, H, W) in [0, 1]; targets [{'boxes': (K, 4)}] for training.
+    def forward(self, images: torch.Tensor, targets: list[dict] | None = None, with_anchors: bool = False):
+        """images (N, 3, H, W) in [0, 1]; targets [{'boxes': (K, 4)}] for training (see :meth:`proposals`).
 
-        Returns (boxes, scores, losses): per image, proposals sorted by objectness probability.
+        Returns (boxes, scores, losses): per image, proposals sorted by objectness probability; with
+        ``with_anchors`` also the index of the anchor each proposal was decoded from (boxes, scores, anchors,
+        losses).
         """
         objectness, deltas = self.network(images)
-        return self.proposals(images, objectness, deltas, targets)
+        return self.proposals(images, objectness, deltas, targets, with_anchors)
 
     def network(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Backbone and RPN head, the part exported to ONNX (nightlab.export): per level (strides
@@ -191,9 +195,14 @@ class RDN(nn.Module):
         return self.rpn.head(list(self.backbone(images).values()))
 
     def proposals(self, images: torch.Tensor, objectness: list[torch.Tensor], deltas: list[torch.Tensor],
-                  targets: list[dict] | None = None):
+                  targets: list[dict] | None = None, with_anchors: bool = False):
         """Anchors, box decoding, top-n, clipping and NMS (torchvision) on :meth:`network`'s outputs, and
-        the losses with ``targets``: the rest of :meth:`forward`. Only the shape of ``images`` is read."""
+        the losses with ``targets``: the rest of :meth:`forward`. Only the shape of ``images`` is read.
+
+        ``targets[i]`` holds the ground-truth ``boxes`` (objectness labels of the anchors by their IoU
+        with them, and box regression toward them) and, for HDM's relabelled training (supplement eq. 2),
+        ``anchors`` (K,) and ``labels`` (K,) in [0, 1]: those anchors' objectness targets instead, the
+        anchors of the proposals HDM scored; box regression stays on the ground truth."""
         image_list = ImageList(images, [tuple(images.shape[-2:])] * images.shape[0])
         # The generator reads each level's grid size from the maps it is given: the head keeps the features' size.
         anchors = self.rpn.anchor_generator(image_list, objectness)
@@ -201,14 +210,71 @@ class RDN(nn.Module):
         per_level = [o[0].numel() for o in objectness]
         objectness, deltas = concat_box_prediction_layers(objectness, deltas)
         proposals = self.rpn.box_coder.decode(deltas.detach(), anchors).view(num_images, -1, 4)
-        boxes, scores = self.rpn.filter_proposals(proposals, objectness, image_list.image_sizes, per_level)
+        boxes, scores, picked = filter_with_anchors(self.rpn, proposals, objectness, image_list.image_sizes,
+                                                    per_level)
         losses = {}
         if targets is not None:
             labels, matched = self.rpn.assign_targets_to_anchors(anchors, targets)
             regression_targets = self.rpn.box_coder.encode(matched, anchors)
-            loss_obj, loss_reg = self.rpn.compute_loss(objectness, deltas, labels, regression_targets)
+            if any("anchors" in t for t in targets):
+                loss_obj, loss_reg = relabelled_loss(self.rpn, objectness, deltas, labels, regression_targets,
+                                                     targets)
+            else:
+                loss_obj, loss_reg = self.rpn.compute_loss(objectness, deltas, labels, regression_targets)
             losses = {"loss_objectness": loss_obj, "loss_rpn_box_reg": loss_reg}
-        return boxes, scores, losses
+        return (boxes, scores, picked, losses) if with_anchors else (boxes, scores, losses)
+
+
+def filter_with_anchors(rpn: RegionProposalNetwork, proposals, objectness, image_shapes, num_anchors_per_level):
+    """torchvision's ``RegionProposalNetwork.filter_proposals`` (top-n per level, clipping, small boxes,
+    score threshold, per-level NMS, post-NMS top-n), the same boxes and scores, and also the index of
+    the anchor each kept proposal was decoded from: HDM labels those anchors (eq. 2). torchvision does
+    not return them, so its selection is written out here, step for step."""
+    num_images = proposals.shape[0]
+    device = proposals.device
+    objectness = objectness.detach().reshape(num_images, -1)
+    levels = torch.cat([torch.full((n,), i, dtype=torch.int64, device=device)
+                        for i, n in enumerate(num_anchors_per_level)]).reshape(1, -1).expand_as(objectness)
+    top_n_idx = rpn._get_top_n_idx(objectness, num_anchors_per_level)
+    batch_idx = torch.arange(num_images, device=device)[:, None]
+    objectness, levels = objectness[batch_idx, top_n_idx], levels[batch_idx, top_n_idx]
+    proposals = proposals[batch_idx, top_n_idx]
+    final_boxes, final_scores, final_anchors = [], [], []
+    for boxes, scores, lvl, idx, shape in zip(proposals, torch.sigmoid(objectness), levels, top_n_idx, image_shapes):
+        boxes = box_ops.clip_boxes_to_image(boxes, shape)
+        keep = box_ops.remove_small_boxes(boxes, rpn.min_size)
+        boxes, scores, lvl, idx = boxes[keep], scores[keep], lvl[keep], idx[keep]
+        keep = torch.where(scores >= rpn.score_thresh)[0]
+        boxes, scores, lvl, idx = boxes[keep], scores[keep], lvl[keep], idx[keep]
+        keep = box_ops.batched_nms(boxes, scores, lvl, rpn.nms_thresh)[: rpn.post_nms_top_n()]
+        final_boxes.append(boxes[keep])
+        final_scores.append(scores[keep])
+        final_anchors.append(idx[keep])
+    return final_boxes, final_scores, final_anchors
+
+
+def relabelled_loss(rpn: RegionProposalNetwork, objectness, deltas, labels, regression_targets, targets):
+    """The RPN's losses with HDM's relabelled anchors (supplement eq. 2): objectness toward ``labels`` where
+    the target gives none for an anchor (its IoU with the ground truth, as torchvision labels it) and
+    toward the target's ``labels`` (hard 0/1, or a soft gain in [0, 1]) at its ``anchors``; anchors are
+    sampled as torchvision does (half positives at most, a label >= 0.5 counting as positive), and box
+    regression is on the sampled anchors that are positive for the ground truth."""
+    relabelled = []
+    for lab, t in zip(labels, targets):
+        lab = lab.clone()
+        if "anchors" in t and len(t["anchors"]):
+            lab[t["anchors"]] = t["labels"].to(lab)
+        relabelled.append(lab)
+    hard = [torch.where(lab < 0, lab, (lab >= 0.5).to(lab)) for lab in relabelled]
+    pos, neg = rpn.fg_bg_sampler(hard)
+    pos = torch.where(torch.cat(pos, dim=0))[0]
+    neg = torch.where(torch.cat(neg, dim=0))[0]
+    sampled = torch.cat([pos, neg], dim=0)
+    on_gt = pos[torch.cat(labels, dim=0)[pos] >= 1]  # box regression toward the ground truth only
+    box_loss = F.smooth_l1_loss(deltas[on_gt], torch.cat(regression_targets, dim=0)[on_gt], beta=1 / 9,
+                                reduction="sum") / max(sampled.numel(), 1)
+    obj_loss = F.binary_cross_entropy_with_logits(objectness.flatten()[sampled], torch.cat(relabelled)[sampled])
+    return obj_loss, box_loss
 
 
 SHARED = "shared"  # the rdn.backbone value that puts the RPN on the image model's frozen backbone
