@@ -8,7 +8,9 @@ val) and with every ground-truth hard box (the bound); and each selector at the 
 evaluation.ks (the equal-budget curves). Differences come with paired-bootstrap 95% intervals
 over the report images (nightlab.stats). Writes the headline metrics for ``dvc metrics``, the
 per-class and curve tables for ``dvc plots``, the per-image confusion matrices (every further
-statistic can be computed from them), figures and reports/README.md.
+statistic can be computed from them), figures and reports/README.md. Each merge rule is also
+measured on the selection split, where the rule to use is chosen (nightlab.merge.choose_rule):
+merge_rules.csv marks it, and the run warns when merge.rule is another.
 """
 from __future__ import annotations
 
@@ -54,7 +56,7 @@ from nightlab.evaluation import TwoLevelSpec, evaluate_two_level
 from nightlab.headline import headline_metrics, rounded
 from nightlab.io import DataError, atomic_path, read_json, read_table, write_json, write_table
 from nightlab.labels import CLASS_NAMES
-from nightlab.merge import RULES
+from nightlab.merge import RULES, TOLERANCE, choose_rule
 from nightlab.metrics import iou_from_confusion, miou, subset_miou
 from nightlab.predict import TwoLevel
 from nightlab.report import ReportSplit, confusion_figure, k_curve_figure, paper_tables
@@ -88,10 +90,8 @@ def evaluate_merged(p) -> dict:
     models = TrainedModels.load(IMAGE_MODEL, device, p.image_model.window, REGION_MODEL,
                                 {"rdn": RDN_MODEL, "hdm": HDM_MODEL})
     spec = TwoLevelSpec.of(p)
-    bar = tqdm(total=len(rep), desc="evaluate", unit="image", dynamic_ncols=True, mininterval=1.0)
     ev = evaluate_two_level(rep, boxes_for(read_table(BOXES), rep, hard), models, hard, spec,
-                            progress=lambda i: bar.update(1))
-    bar.close()
+                            progress=_bar(len(rep), "evaluate"))
     baselines = tuple(p.baselines)
     for name in baselines:  # the same report images, in the same order (both select splits.report)
         ev.confusions[variants.baseline(name)] = np.load(baseline_confusions(name))["report"]
@@ -102,7 +102,19 @@ def evaluate_merged(p) -> dict:
     metrics["report.images"] = len(rep)
     compute = compute_report(baselines)
     metrics.update({f"compute.{k}": v for k, v in compute["summary"].items()})
-    rules = _rule_table(ev, hard)
+    rules = _rule_table(ev, hard).assign(split="report")
+    if held_out:  # the rule is chosen on val: the selection split's images, evaluated the same way
+        sel = full.select(p.splits.select)
+        sel_ev = evaluate_two_level(sel, boxes_for(read_table(BOXES), sel, hard), models, hard, spec,
+                                    progress=_bar(len(sel), "evaluate (select split, for the merge rule)"))
+        rules = pd.concat([_rule_table(sel_ev, hard).assign(split="select"), rules], ignore_index=True)
+    chosen = choose_rule(rules[rules.split == ("select" if held_out else "report")].to_dict("records"))
+    rules["chosen_on_select"] = rules.rule == chosen
+    metrics["merge.rule_is_val_choice"] = int(chosen == spec.rule.kind)
+    if chosen != spec.rule.kind:
+        log.warning(f"merge.rule is {spec.rule.kind}, but on the selection split the rule to choose is {chosen} "
+                    f"(the best mIoU with no class more than {TOLERANCE * 100:.1f} IoU below the image level): "
+                    f"see {MERGED_REPORTS / 'merge_rules.csv'}")
 
     table = pd.DataFrame({"class_name": CLASS_NAMES, "hard": [c in hard for c in range(len(CLASS_NAMES))],
                           **{v: results[v] for v in HEADLINE}})
@@ -129,6 +141,17 @@ def evaluate_merged(p) -> dict:
                      ReportSplit(where, held_out, p.merge.max_regions))
     log.info("mIoU: " + ", ".join(f"{v} {metrics[variants.metric(v)]}" for v in HEADLINE))
     return metrics
+
+
+def _bar(total: int, desc: str):
+    """A progress callback for evaluate_two_level that closes its bar after the last image."""
+    bar = tqdm(total=total, desc=desc, unit="image", dynamic_ncols=True, mininterval=1.0)
+
+    def step(i: int) -> None:
+        bar.update(1)
+        if i == total - 1:
+            bar.close()
+    return step
 
 
 def compute_report(baselines) -> dict:

@@ -52,6 +52,18 @@ class MergeRule:
 
 
 PASTE = MergeRule()
+TOLERANCE = 0.005  # IoU a class may lose against the image level on val (0.5 points) for a rule to be chosen
+
+
+def choose_rule(rows, tolerance: float = TOLERANCE) -> str:
+    """The merge rule to use, from each rule's val results (rows of rule, mIoU, worst_class_change, as
+    fractions): the best mIoU among the rules under which no class loses more than ``tolerance``
+    against the image level; when every rule loses more, the one that loses least."""
+    rows = list(rows)
+    safe = [r for r in rows if r["worst_class_change"] >= -tolerance]
+    if safe:
+        return max(safe, key=lambda r: r["mIoU"])["rule"]
+    return max(rows, key=lambda r: r["worst_class_change"])["rule"]
 
 
 def merge(image_pred: torch.Tensor, regions, hard_ids, rule: MergeRule = PASTE,
@@ -78,4 +90,4 @@ def merge(image_pred: torch.Tensor, regions, hard_ids, rule: MergeRule = PASTE,
     return out, best >= 0
 
 
-__all__ = ["PASTE", "RULES", "MergeRule", "merge"]
+__all__ = ["PASTE", "RULES", "TOLERANCE", "MergeRule", "choose_rule", "merge"]

@@ -181,3 +181,15 @@ def test_finetune_targets_by_reading():
     assert labels[0][1][0] > 0.8 and labels[0][1][1] < 0.05 and 0.5 < labels[0][1][2] < 0.8
     boxes, labels = finetune_targets(table, gt, "boxes")
     assert labels is None
+
+
+def test_the_merge_rule_is_the_best_that_costs_no_class_more_than_half_a_point():
+    from nightlab.merge import choose_rule
+
+    rows = [{"rule": "paste", "mIoU": 0.40, "worst_class_change": -0.02},  # best mIoU, but bus loses 2 points
+            {"rule": "margin", "mIoU": 0.39, "worst_class_change": -0.004},
+            {"rule": "fuse", "mIoU": 0.38, "worst_class_change": 0.0}]
+    assert choose_rule(rows) == "margin"
+    assert choose_rule(rows, tolerance=0.05) == "paste"
+    losing = [{**r, "worst_class_change": r["worst_class_change"] - 0.1} for r in rows]
+    assert choose_rule(losing) == "fuse"  # every rule costs some class: the one that costs least
