@@ -108,7 +108,7 @@ def test_hdm_relabel_shards_on_dask_match_threads(run_copy, stage_env, tiny_run)
     env = {**stage_env, "PREFECT_TASKS_REFRESH_CACHE": "true"}
     out = run([BIN / "python", "-m", "flows.hdm_relabel_retrain"], run_copy, env)
     assert "local Dask cluster" in out.stderr
-    assert "Task run 'relabel images 0-" in out.stdout + out.stderr and " of " in out.stdout + out.stderr
+    assert "Task run 'relabel training images 0-" in out.stdout + out.stderr and " of " in out.stdout + out.stderr
     pd.testing.assert_frame_equal(pd.read_parquet(tiny_run.path / "data/hdm_proposals.parquet"),
                                   pd.read_parquet(run_copy / "data/hdm_proposals.parquet"))
 
