@@ -98,6 +98,8 @@ def read_bytes(path: str | Path, what: str = "file") -> bytes:
 
 def check_complete(path: str | Path, buf: bytes) -> None:
     """Refuse a PNG or JPEG file that was cut short (an interrupted copy or download)."""
+    if not len(buf):  # cv2.imdecode raises on an empty buffer instead of returning None
+        raise DataError(f"{path}: empty file (0 bytes)")
     data = bytes(buf[-64:]).rstrip(b"\x00")  # some writers pad the end with zeros
     if buf[:8] == b"\x89PNG\r\n\x1a\n" and not data.endswith(_PNG_END):
         raise DataError(f"{path}: PNG file is truncated (no IEND chunk at the end)")

@@ -263,3 +263,23 @@ def test_manifest_reads_scanned_dataset(tmp_path):
         inst = val.instance(i)
         assert inst.dtype == np.int32 and inst.shape == (32, 64)
         assert _hw(check_sample(root, val.df.iloc[i])) == (32, 64)
+
+
+def test_empty_files_are_bad_files_reported_with_the_others(tmp_path):
+    """A zero-byte image or mask (an interrupted copy) is named with the other bad files, never a crash."""
+    from nightlab.data.prepare import inspect_samples
+
+    rows = []
+    for name in "abc":
+        _write(tmp_path / "img" / f"{name}.png", np.zeros((32, 64, 3), np.uint8))
+        _write(tmp_path / "lab" / f"{name}.png", np.zeros((32, 64), np.uint8))
+        rows.append(_row(image=f"img/{name}.png", label=f"lab/{name}.png"))
+    (tmp_path / "img" / "a.png").write_bytes(b"")
+    (tmp_path / "lab" / "b.png").write_bytes(b"")
+    _write(tmp_path / "lab" / "c.png", np.full((32, 64), 99, np.uint8))
+    with pytest.raises(DataError) as exc:
+        inspect_samples(tmp_path, pd.DataFrame(rows))
+    msg = str(exc.value)
+    assert "3 bad file(s)" in msg
+    assert f"{tmp_path / 'img' / 'a.png'}: empty file" in msg and f"{tmp_path / 'lab' / 'b.png'}: empty file" in msg
+    assert str(tmp_path / "lab" / "c.png") in msg
