@@ -7,6 +7,7 @@ file (or directory) that looks finished.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -124,7 +125,8 @@ def read_image(path: str | Path) -> np.ndarray:
 def decode_label_map(buf: bytes, path: str | Path = "<bytes>", dtype=np.uint8) -> np.ndarray:
     """A single-channel label map (8- or 16-bit PNG) from its bytes, unchanged or cast to ``dtype``."""
     check_complete(path, buf)
-    lab = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_UNCHANGED)
+    lab = _palette_indices(buf, path) if _is_palette_png(buf) else cv2.imdecode(np.frombuffer(buf, np.uint8),
+                                                                                  cv2.IMREAD_UNCHANGED)
     if lab is None:
         raise DataError(f"{path}: cannot decode label PNG (corrupt or not an image)")
     if lab.ndim == 3:
@@ -141,6 +143,23 @@ def decode_label_map(buf: bytes, path: str | Path = "<bytes>", dtype=np.uint8) -
         if lo < info.min or hi > info.max:  # astype would silently wrap (e.g. 16-bit instance ids to uint8)
             raise DataError(f"{path}: label values {lo}..{hi} ({lab.dtype}) do not fit {dtype}")
     return lab.astype(dtype, copy=False)
+
+
+def _is_palette_png(buf: bytes) -> bool:
+    """A palette-mode PNG: IHDR's colour type (byte 25 of the file) is 3."""
+    return buf[:8] == b"\x89PNG\r\n\x1a\n" and len(buf) > 25 and buf[12:16] == b"IHDR" and buf[25] == 3
+
+
+def _palette_indices(buf: bytes, path) -> np.ndarray | None:
+    """The index plane of a palette PNG. Tools save masks this way (index = class id, the palette only
+    for viewing); OpenCV would expand it to the palette's colours, so Pillow reads the indices."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(buf)) as im:
+            return np.asarray(im, dtype=np.uint8) if im.mode == "P" else None
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
 
 
 def read_label(path: str | Path, dtype=np.uint8) -> np.ndarray:

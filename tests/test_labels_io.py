@@ -218,3 +218,21 @@ def test_read_label_16bit(tmp_path):
     small = np.array([[3, 255]], np.uint16)  # a 16-bit file whose values fit is fine
     write_label(tmp_path / "small.png", small)
     np.testing.assert_array_equal(read_label(tmp_path / "small.png"), small.astype(np.uint8))
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_a_palette_label_png_reads_as_its_indices(tmp_path, bits):
+    """Many tools save masks in palette mode (index = class id, colours for viewing): the ids are the indices."""
+    from PIL import Image
+
+    from nightlab.data.manifest import decode_label
+
+    lab = (np.arange(48, dtype=np.uint8).reshape(6, 8) % (16 if bits == 4 else 19))
+    if bits == 8:
+        lab[0, 0] = 255
+    im = Image.fromarray(lab, mode="P")
+    im.putpalette(np.random.default_rng(0).integers(0, 255, 3 * 2**bits).astype(np.uint8).tolist())
+    im.save(tmp_path / "p.png", bits=bits)
+    assert cv2.imread(str(tmp_path / "p.png"), cv2.IMREAD_UNCHANGED).ndim == 3  # OpenCV expands the colours
+    np.testing.assert_array_equal(read_label(tmp_path / "p.png"), lab)
+    np.testing.assert_array_equal(decode_label(tmp_path / "p.png", "trainIds"), lab)
