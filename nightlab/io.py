@@ -109,16 +109,45 @@ def check_complete(path: str | Path, buf: bytes) -> None:
 
 
 def decode_image(buf: bytes, path: str | Path = "<bytes>") -> np.ndarray:
-    """RGB (H, W, 3) uint8 from the bytes of an 8-bit image file."""
+    """RGB (H, W, 3) uint8 from the bytes of an image file (8-bit, or 16-bit scaled by its real range)."""
     check_complete(path, buf)
-    img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
+    # ANYDEPTH: IMREAD_COLOR alone keeps a 16-bit file's high byte, so 12-bit data would read as 0..15.
+    img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
     if img is None:
         raise DataError(f"{path}: cannot decode image (corrupt or not an image)")
+    if img.dtype == np.uint16:
+        img = _to_8_bit(img, _significant_bits(buf))
+    elif img.dtype != np.uint8:
+        raise DataError(f"{path}: image samples are {img.dtype}; expected 8- or 16-bit integers")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+def _to_8_bit(img: np.ndarray, bits: int | None) -> np.ndarray:
+    """A 16-bit frame scaled so that its full range maps to 0..255. The range is what the file's sBIT
+    chunk says; without one, a maximum below 4096 is 12-bit data (camera raw stored in 16 bits, the
+    common case; a true 16-bit frame that dark would be nearly black), otherwise 16-bit."""
+    if bits is None:
+        bits = 12 if int(img.max()) < 4096 else 16
+    top = 2 ** bits - 1
+    return np.round(np.minimum(img, top).astype(np.float32) * (255 / top)).astype(np.uint8)
+
+
+def _significant_bits(buf: bytes) -> int | None:
+    """The significant bits a PNG's sBIT chunk states (the most of its colour channels), or None."""
+    at = 8
+    while buf[:8] == b"\x89PNG\r\n\x1a\n" and at + 8 <= len(buf):
+        size, kind = int.from_bytes(buf[at:at + 4], "big"), buf[at + 4:at + 8]
+        if kind == b"sBIT" and size:
+            bits = max(buf[at + 8:at + 8 + min(size, 3)])  # alpha (a 4th byte) does not scale colours
+            return bits if 1 <= bits <= 16 else None
+        if kind == b"IDAT":  # sBIT comes before the image data
+            return None
+        at += 12 + size
+    return None
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an 8-bit colour image as RGB (H, W, 3)."""
+    """Read a colour image as RGB (H, W, 3) uint8 (see :func:`decode_image`)."""
     return decode_image(read_bytes(path, "image file"), path)
 
 

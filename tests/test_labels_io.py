@@ -236,3 +236,29 @@ def test_a_palette_label_png_reads_as_its_indices(tmp_path, bits):
     assert cv2.imread(str(tmp_path / "p.png"), cv2.IMREAD_UNCHANGED).ndim == 3  # OpenCV expands the colours
     np.testing.assert_array_equal(read_label(tmp_path / "p.png"), lab)
     np.testing.assert_array_equal(decode_label(tmp_path / "p.png", "trainIds"), lab)
+
+
+def _with_sbit(png: bytes, bits: int, channels: int = 3) -> bytes:
+    """The PNG with an sBIT chunk (significant bits per channel) right after IHDR (33 bytes in)."""
+    import zlib
+
+    data = bytes([bits] * channels)
+    chunk = len(data).to_bytes(4, "big") + b"sBIT" + data + zlib.crc32(b"sBIT" + data).to_bytes(4, "big")
+    return png[:33] + chunk + png[33:]
+
+
+@pytest.mark.parametrize("bits, sbit", [(16, None), (12, None), (10, 10), (12, 16)])
+def test_a_16_bit_image_is_scaled_by_its_real_range(tmp_path, bits, sbit):
+    """12-bit data in a 16-bit PNG must not come out as its high byte (0..15): it is scaled by its own
+    range, which an sBIT chunk states and a maximum below 4096 implies (no camera stores 16 bits that dark)."""
+    real = sbit or bits
+    values = np.linspace(0, 2**bits - 1, 4 * 6 * 3).round().astype(np.uint16).reshape(4, 6, 3)
+    ok, buf = cv2.imencode(".png", values)
+    png = buf.tobytes() if sbit is None else _with_sbit(buf.tobytes(), sbit)
+    (tmp_path / "deep.png").write_bytes(png)
+    rgb = read_image(tmp_path / "deep.png")
+    assert rgb.dtype == np.uint8
+    expected = np.round(values[..., ::-1].astype(np.float64) * 255 / (2**real - 1)).astype(np.uint8)
+    np.testing.assert_array_equal(rgb, expected)
+    if real == bits:
+        assert rgb.max() == 255
