@@ -283,3 +283,21 @@ def test_empty_files_are_bad_files_reported_with_the_others(tmp_path):
     assert "3 bad file(s)" in msg
     assert f"{tmp_path / 'img' / 'a.png'}: empty file" in msg and f"{tmp_path / 'lab' / 'b.png'}: empty file" in msg
     assert str(tmp_path / "lab" / "c.png") in msg
+
+
+def test_a_split_whose_masks_are_all_ignore_is_refused_by_name(tmp_path):
+    """Its IoUs would be NaN and no class could be hard: refused where the split is known."""
+    from nightlab.data.prepare import inspect_samples
+
+    rows = []
+    for split, value in (("train", 3), ("val", 255), ("val", 255)):
+        name = f"{split}_{len(rows)}"
+        _write(tmp_path / "img" / f"{name}.png", np.zeros((32, 64, 3), np.uint8))
+        _write(tmp_path / "lab" / f"{name}.png", np.full((32, 64), value, np.uint8))
+        rows.append(_row(split=split, image=f"img/{name}.png", label=f"lab/{name}.png", source="mine"))
+    with pytest.raises(DataError) as exc:
+        inspect_samples(tmp_path, pd.DataFrame(rows))
+    assert "every label pixel is ignore (255) in split(s) mine/val/night (2 masks)" in str(exc.value)
+    assert "train" not in str(exc.value).split(":")[0]
+    df, counts = inspect_samples(tmp_path, pd.DataFrame(rows[:1]))
+    assert counts[0, 3] == 32 * 64
