@@ -31,6 +31,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.paths import MANIFEST, PREPARED
 from nightlab.config import Params, ParamsView, load_params
 from nightlab.errors import ConfigError, as_user_error
+from nightlab.io import name_the_output
 
 DVC_YAML = Path("dvc.yaml")
 EXIT_USER_ERROR = 2
@@ -185,8 +186,10 @@ class StageOutputs:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.commit()
-        else:
-            self.abort()
+            return
+        # An OS error (a full disk) names the output, not its temporary.
+        name_the_output(exc, {tmp: final for final, tmp in self.pending.items()})
+        self.abort()
 
     def commit(self) -> None:
         missing = [str(f) for f, t in self.pending.items() if not t.exists()]

@@ -34,12 +34,29 @@ def atomic_path(path: str | Path, is_dir: bool = False):
         if is_dir and path.exists():
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+        name_the_output(err, {tmp: path}, writing=path)
         raise
+
+
+def name_the_output(err: BaseException, staged: dict[Path, Path], writing: Path | None = None) -> None:
+    """An OSError raised while writing an output names that output: a failed write (a full disk) names
+    no file at all (``writing`` is the one being written), and a temporary's name ({temporary: final}
+    in ``staged``) means nothing to the user."""
+    if not isinstance(err, OSError):
+        return
+    if err.filename is None:
+        err.filename = None if writing is None else str(writing)
+        return
+    name = Path(os.fsdecode(err.filename))
+    for tmp, final in staged.items():
+        if name.is_relative_to(tmp):
+            err.filename = str(final / name.relative_to(tmp)) if name != tmp else str(final)
+            return
 
 
 def write_json(path: str | Path, obj) -> None:
