@@ -244,8 +244,22 @@ def catch_user_errors(fn, doing: str = ""):
             user = err if isinstance(err, StageError) else as_user_error(err, doing or fn.__name__)
             if user is None:
                 raise
+            _leave_no_cache_record()
             return Failed(message=str(user), name=USER_ERROR_STATE)
     return run
+
+
+def _leave_no_cache_record() -> None:
+    """Keep a task's Failed state out of its result cache. Prefect commits whatever a task returns to
+    its cache key, a Failed state's data (None) included: every later run with the same key would take
+    the task as done with None (a full disk once, then `'NoneType' object is not iterable` forever).
+    A raised exception rolls the transaction back, but would log a traceback for a user's mistake."""
+    from prefect.context import TaskRunContext
+    from prefect.transactions import get_transaction
+
+    txn = get_transaction() if TaskRunContext.get() is not None else None  # a flow keeps no result record
+    if txn is not None:
+        txn.write_on_commit = False
 
 
 def stage_flow(name: str, foreach: bool = False):

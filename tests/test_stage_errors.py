@@ -141,3 +141,44 @@ def test_config_mistakes_are_one_block(tmp_path, stage_env, changes, needle):
 
 def test_layout_note():
     assert (ROOT / "data" / "sources" / "README.md").is_file() and (ROOT / "data" / "raw" / "README.md").is_file()
+
+
+_FAILS_ONCE = '''
+import errno, sys
+from pathlib import Path
+from prefect import flow
+import flows.prepare_data as stage
+from flows.common import catch_user_errors, task_results
+
+def shard(out, split, indices, seed, cfg):
+    if Path("disk-full").exists():
+        raise OSError(errno.ENOSPC, "No space left on device", out)
+    return [{"image": f"{split}/{i}.png"} for i in indices]
+
+stage.generate_shard = shard
+run = flow(name="fails-once")(catch_user_errors(
+    lambda: task_results([stage.generate.submit("k", "out", "train", 0, [0, 1], 0, None)])))
+state = run(return_state=True)
+print("RESULT", state.message if state.is_failed() else state.result())
+'''
+
+
+def test_a_task_stopped_by_a_user_error_leaves_no_cached_result(tmp_path, stage_env):
+    """A full disk during a generation shard, space freed, the rerun must generate, not take the failed
+    task's cached nothing as done (`'NoneType' object is not iterable` on every rerun)."""
+    (tmp_path / "fails_once.py").write_text(_FAILS_ONCE)
+    env = {**stage_env, "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path / "results")}
+
+    def run() -> str:
+        res = subprocess.run([sys.executable, "fails_once.py"], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=300)
+        assert res.returncode == 0 and "RESULT" in res.stdout, res.stdout[-2000:] + res.stderr[-3000:]
+        return res.stdout.split("RESULT ", 1)[1].strip()
+
+    (tmp_path / "disk-full").touch()
+    assert run() == "out: No space left on device"
+    assert not list((tmp_path / "results").glob("generate-*"))  # no record of the failed task
+    (tmp_path / "disk-full").unlink()
+    assert run() == "[[{'image': 'train/0.png'}, {'image': 'train/1.png'}]]"
+    assert len(list((tmp_path / "results").glob("generate-*"))) == 1
+    assert run() == "[[{'image': 'train/0.png'}, {'image': 'train/1.png'}]]"  # now from the cache
