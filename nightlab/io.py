@@ -129,7 +129,9 @@ def decode_image(buf: bytes, path: str | Path = "<bytes>") -> np.ndarray:
     """RGB (H, W, 3) uint8 from the bytes of an image file (8-bit, or 16-bit scaled by its real range)."""
     check_complete(path, buf)
     # ANYDEPTH: IMREAD_COLOR alone keeps a 16-bit file's high byte, so 12-bit data would read as 0..15.
-    img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    # IGNORE_ORIENTATION: pixels as stored, as masks are read (IMREAD_COLOR would rotate by the EXIF tag).
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION
+    img = cv2.imdecode(np.frombuffer(buf, np.uint8), flags)
     if img is None:
         raise DataError(f"{path}: cannot decode image (corrupt or not an image)")
     if img.dtype == np.uint16:
@@ -137,6 +139,26 @@ def decode_image(buf: bytes, path: str | Path = "<bytes>") -> np.ndarray:
     elif img.dtype != np.uint8:
         raise DataError(f"{path}: image samples are {img.dtype}; expected 8- or 16-bit integers")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+# EXIF orientations (tag 0x0112) other than 1, as a viewer applies them.
+ORIENTATIONS = {2: "mirrored", 3: "rotated 180°", 4: "flipped upside down", 5: "mirrored and rotated 90° "
+                "anticlockwise", 6: "rotated 90° clockwise", 7: "mirrored and rotated 90° clockwise",
+                8: "rotated 90° anticlockwise"}
+
+
+def exif_orientation(buf: bytes) -> int:
+    """The EXIF orientation of an image file's bytes (1: upright, also when there is no tag)."""
+    if b"Exif\x00\x00" not in buf[:1 << 16] and b"eXIf" not in buf:  # JPEG's APP1, PNG's chunk: cheap test first
+        return 1
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(buf)) as im:
+            value = im.getexif().get(0x0112, 1)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return 1  # no readable EXIF: decoding says whether the image itself is readable
+    return value if value in ORIENTATIONS else 1
 
 
 def _to_8_bit(img: np.ndarray, bits: int | None) -> np.ndarray:

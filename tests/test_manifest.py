@@ -301,3 +301,25 @@ def test_a_split_whose_masks_are_all_ignore_is_refused_by_name(tmp_path):
     assert "train" not in str(exc.value).split(":")[0]
     df, counts = inspect_samples(tmp_path, pd.DataFrame(rows[:1]))
     assert counts[0, 3] == 32 * 64
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_an_image_with_an_exif_orientation_is_refused_by_name(tmp_path, suffix):
+    """OpenCV would rotate the image by its EXIF tag and not its mask: pixels are read as stored, and a
+    tag that says to rotate is refused (which view the mask was drawn on cannot be told)."""
+    from PIL import Image
+
+    row = _sample(tmp_path) | {"image": f"img/a{suffix}"}
+    pixels = np.zeros((32, 64, 3), np.uint8)
+    pixels[:, :32] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(pixels).save(tmp_path / row["image"], exif=exif.tobytes())
+    assert read_image(tmp_path / row["image"]).shape == (32, 64, 3)  # as stored, like its mask
+    with pytest.raises(DataError) as exc:
+        check_sample(tmp_path, row)
+    assert str(exc.value).startswith(f"{tmp_path / row['image']}: EXIF orientation 6 (rotated 90° clockwise) is not "
+                                     "supported")
+    exif[0x0112] = 1  # upright: fine
+    Image.fromarray(pixels).save(tmp_path / row["image"], exif=exif.tobytes())
+    assert _hw(check_sample(tmp_path, row)) == (32, 64)
