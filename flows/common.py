@@ -30,7 +30,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.paths import MANIFEST, PREPARED
 from nightlab.config import Params, ParamsView, load_params
-from nightlab.errors import ConfigError, as_user_error
+from nightlab.errors import ConfigError, UserError, as_user_error
 from nightlab.io import name_the_output
 
 DVC_YAML = Path("dvc.yaml")
@@ -69,6 +69,14 @@ def declared_params(stage: str, dvc_file: Path = DVC_YAML) -> list[str]:
 def declared_deps(stage: str, dvc_file: Path = DVC_YAML) -> list[str]:
     deps = [d if isinstance(d, str) else next(iter(d)) for d in dvc_stage(stage, dvc_file).get("deps", [])]
     return [_resolve(d, stage) for d in deps]
+
+
+def declared_outs(stage: str, dvc_file: Path = DVC_YAML) -> list[str]:
+    """A stage's outputs of every kind (outs, metrics, plots), as dvc.yaml lists them."""
+    entry = dvc_stage(stage, dvc_file)
+    outs = [o if isinstance(o, str) else next(iter(o)) for kind in ("outs", "metrics", "plots")
+            for o in entry.get(kind, [])]
+    return [_resolve(o, stage) for o in outs]
 
 
 # ---------------------------------------------------------------------------- content keys
@@ -220,6 +228,50 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+# ---------------------------------------------------------------------------- one run at a time
+
+LOCK_SUFFIX = ".stage-lock"  # ignored by git (.gitignore): some sit beside outputs under reports/
+
+
+def lock_file(stage: str, dvc_file: Path = DVC_YAML) -> Path | None:
+    """Where a stage's lock lives: beside its first output (None for a stage without outputs)."""
+    outs = declared_outs(stage, dvc_file)
+    return Path(outs[0]).parent / f".{stage}{LOCK_SUFFIX}" if outs else None
+
+
+@contextlib.contextmanager
+def stage_lock(stage: str, dvc_file: Path = DVC_YAML):
+    """Hold the stage's lock while it runs. Two runs of one stage with the same params share their work
+    directories and temporaries (``.prepared.partial-<digest>``): the second would read the first's
+    half-written files and report made-up problems, so it stops at once and says who holds the lock."""
+    import fcntl
+    import socket
+    from datetime import UTC, datetime
+
+    path = lock_file(stage, dvc_file)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "a process that wrote no name"
+            raise UserError(f"{path}: another run of stage {stage} holds this lock ({holder}); wait for it to "
+                            "end, or stop it, and run again") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}, since "
+                 f"{datetime.now(UTC).isoformat(timespec='seconds')}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 # ---------------------------------------------------------------------------- stages
 
 def task_results(futures) -> list:
@@ -272,10 +324,11 @@ def stage_flow(name: str, foreach: bool = False):
         def body(p: Params, key: str | None = None):
             stage = f"{name}@{key}" if foreach else name
             view = ParamsView(p, declared_params(stage), stage=stage)
-            try:
-                return fn(view, key) if foreach else fn(view)
-            finally:
-                _trace_params(stage, view)
+            with stage_lock(stage):
+                try:
+                    return fn(view, key) if foreach else fn(view)
+                finally:
+                    _trace_params(stage, view)
         body.foreach = foreach
         return flow(name=name, validate_parameters=False)(catch_user_errors(body, f"stage {name}"))
     return wrap

@@ -182,3 +182,29 @@ def test_a_task_stopped_by_a_user_error_leaves_no_cached_result(tmp_path, stage_
     assert run() == "[[{'image': 'train/0.png'}, {'image': 'train/1.png'}]]"
     assert len(list((tmp_path / "results").glob("generate-*"))) == 1
     assert run() == "[[{'image': 'train/0.png'}, {'image': 'train/1.png'}]]"  # now from the cache
+
+
+def test_a_second_run_of_a_stage_stops_while_the_first_holds_its_lock(tmp_path, stage_env):
+    """Two runs of one stage share its work directories: the second stops at once, naming the lock and
+    its holder, instead of reading the first's half-written files; once the lock is free it runs."""
+    import fcntl
+
+    from flows.common import lock_file
+
+    proj = copy_project(tmp_path / "proj")
+    lock = proj / lock_file("select_hard_classes", proj / "dvc.yaml")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    stage = [sys.executable, "-m", "flows.select_hard_classes"]
+    with open(lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write("pid 4242 on elsewhere, since 2026-01-01T00:00:00+00:00\n")
+        held.flush()
+        res = subprocess.run(stage, cwd=proj, env=stage_env, capture_output=True, text=True, timeout=600)
+    _assert_user_error(res, "reports/.select_hard_classes.stage-lock: another run of stage select_hard_classes "
+                            "holds this lock (pid 4242 on elsewhere")
+    assert res.stderr.count("error:") == 1
+    res = subprocess.run(stage, cwd=proj, env=stage_env, capture_output=True, text=True, timeout=600)
+    _assert_user_error(res, "per_class_iou.parquet: file not found")  # past the lock: its input is missing
+    assert "another run" not in res.stderr
+    assert "select_hard_classes" not in subprocess.run(["git", "status", "--short"], cwd=proj, capture_output=True,
+                                                       text=True).stdout  # the lock file is ignored

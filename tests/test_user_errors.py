@@ -168,3 +168,18 @@ def test_a_hand_edited_dvc_yaml_that_drops_the_manifest_is_a_config_error(tmp_pa
     (tmp_path / "dvc.yaml").write_text("stages:\n  train_rdn:\n    cmd: x\n    deps: [data/prepared]\n")
     with pytest.raises(ConfigError, match="nightlab dvc-yaml"):
         stage_inputs("train_rdn", tmp_path / "dvc.yaml")
+
+
+def test_a_stage_lock_is_held_once_and_names_its_file_and_holder(tmp_path, monkeypatch):
+    from flows.common import stage_lock
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.yaml").write_text("stages:\n  s:\n    cmd: x\n    outs: [{data/out.parquet: {persist: true}}]\n"
+                                       "  none:\n    cmd: y\n")
+    with stage_lock("s"):
+        with pytest.raises(UserError) as exc, stage_lock("s"):
+            pass
+        assert str(exc.value).startswith(f"data/.s.stage-lock: another run of stage s holds this lock (pid "
+                                         f"{__import__('os').getpid()} on ")
+    with stage_lock("s"), stage_lock("none"):  # free again; a stage without outputs takes no lock
+        pass
