@@ -30,7 +30,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.paths import MANIFEST, PREPARED
 from nightlab.config import Params, ParamsView, load_params
-from nightlab.errors import ConfigError, as_user_error
+from nightlab.errors import ConfigError, UserError, as_user_error
+from nightlab.io import name_the_output
 
 DVC_YAML = Path("dvc.yaml")
 EXIT_USER_ERROR = 2
@@ -68,6 +69,14 @@ def declared_params(stage: str, dvc_file: Path = DVC_YAML) -> list[str]:
 def declared_deps(stage: str, dvc_file: Path = DVC_YAML) -> list[str]:
     deps = [d if isinstance(d, str) else next(iter(d)) for d in dvc_stage(stage, dvc_file).get("deps", [])]
     return [_resolve(d, stage) for d in deps]
+
+
+def declared_outs(stage: str, dvc_file: Path = DVC_YAML) -> list[str]:
+    """A stage's outputs of every kind (outs, metrics, plots), as dvc.yaml lists them."""
+    entry = dvc_stage(stage, dvc_file)
+    outs = [o if isinstance(o, str) else next(iter(o)) for kind in ("outs", "metrics", "plots")
+            for o in entry.get(kind, [])]
+    return [_resolve(o, stage) for o in outs]
 
 
 # ---------------------------------------------------------------------------- content keys
@@ -185,8 +194,10 @@ class StageOutputs:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.commit()
-        else:
-            self.abort()
+            return
+        # An OS error (a full disk) names the output, not its temporary.
+        name_the_output(exc, {tmp: final for final, tmp in self.pending.items()})
+        self.abort()
 
     def commit(self) -> None:
         missing = [str(f) for f, t in self.pending.items() if not t.exists()]
@@ -217,6 +228,50 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+# ---------------------------------------------------------------------------- one run at a time
+
+LOCK_SUFFIX = ".stage-lock"  # ignored by git (.gitignore): some sit beside outputs under reports/
+
+
+def lock_file(stage: str, dvc_file: Path = DVC_YAML) -> Path | None:
+    """Where a stage's lock lives: beside its first output (None for a stage without outputs)."""
+    outs = declared_outs(stage, dvc_file)
+    return Path(outs[0]).parent / f".{stage}{LOCK_SUFFIX}" if outs else None
+
+
+@contextlib.contextmanager
+def stage_lock(stage: str, dvc_file: Path = DVC_YAML):
+    """Hold the stage's lock while it runs. Two runs of one stage with the same params share their work
+    directories and temporaries (``.prepared.partial-<digest>``): the second would read the first's
+    half-written files and report made-up problems, so it stops at once and says who holds the lock."""
+    import fcntl
+    import socket
+    from datetime import UTC, datetime
+
+    path = lock_file(stage, dvc_file)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "a process that wrote no name"
+            raise UserError(f"{path}: another run of stage {stage} holds this lock ({holder}); wait for it to "
+                            "end, or stop it, and run again") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}, since "
+                 f"{datetime.now(UTC).isoformat(timespec='seconds')}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 # ---------------------------------------------------------------------------- stages
 
 def task_results(futures) -> list:
@@ -241,8 +296,22 @@ def catch_user_errors(fn, doing: str = ""):
             user = err if isinstance(err, StageError) else as_user_error(err, doing or fn.__name__)
             if user is None:
                 raise
+            _leave_no_cache_record()
             return Failed(message=str(user), name=USER_ERROR_STATE)
     return run
+
+
+def _leave_no_cache_record() -> None:
+    """Keep a task's Failed state out of its result cache. Prefect commits whatever a task returns to
+    its cache key, a Failed state's data (None) included: every later run with the same key would take
+    the task as done with None (a full disk once, then `'NoneType' object is not iterable` forever).
+    A raised exception rolls the transaction back, but would log a traceback for a user's mistake."""
+    from prefect.context import TaskRunContext
+    from prefect.transactions import get_transaction
+
+    txn = get_transaction() if TaskRunContext.get() is not None else None  # a flow keeps no result record
+    if txn is not None:
+        txn.write_on_commit = False
 
 
 def stage_flow(name: str, foreach: bool = False):
@@ -255,10 +324,11 @@ def stage_flow(name: str, foreach: bool = False):
         def body(p: Params, key: str | None = None):
             stage = f"{name}@{key}" if foreach else name
             view = ParamsView(p, declared_params(stage), stage=stage)
-            try:
-                return fn(view, key) if foreach else fn(view)
-            finally:
-                _trace_params(stage, view)
+            with stage_lock(stage):
+                try:
+                    return fn(view, key) if foreach else fn(view)
+                finally:
+                    _trace_params(stage, view)
         body.foreach = foreach
         return flow(name=name, validate_parameters=False)(catch_user_errors(body, f"stage {name}"))
     return wrap

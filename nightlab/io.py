@@ -7,6 +7,7 @@ file (or directory) that looks finished.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -33,12 +34,29 @@ def atomic_path(path: str | Path, is_dir: bool = False):
         if is_dir and path.exists():
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+        name_the_output(err, {tmp: path}, writing=path)
         raise
+
+
+def name_the_output(err: BaseException, staged: dict[Path, Path], writing: Path | None = None) -> None:
+    """An OSError raised while writing an output names that output: a failed write (a full disk) names
+    no file at all (``writing`` is the one being written), and a temporary's name ({temporary: final}
+    in ``staged``) means nothing to the user."""
+    if not isinstance(err, OSError):
+        return
+    if err.filename is None:
+        err.filename = None if writing is None else str(writing)
+        return
+    name = Path(os.fsdecode(err.filename))
+    for tmp, final in staged.items():
+        if name.is_relative_to(tmp):
+            err.filename = str(final / name.relative_to(tmp)) if name != tmp else str(final)
+            return
 
 
 def write_json(path: str | Path, obj) -> None:
@@ -98,6 +116,8 @@ def read_bytes(path: str | Path, what: str = "file") -> bytes:
 
 def check_complete(path: str | Path, buf: bytes) -> None:
     """Refuse a PNG or JPEG file that was cut short (an interrupted copy or download)."""
+    if not len(buf):  # cv2.imdecode raises on an empty buffer instead of returning None
+        raise DataError(f"{path}: empty file (0 bytes)")
     data = bytes(buf[-64:]).rstrip(b"\x00")  # some writers pad the end with zeros
     if buf[:8] == b"\x89PNG\r\n\x1a\n" and not data.endswith(_PNG_END):
         raise DataError(f"{path}: PNG file is truncated (no IEND chunk at the end)")
@@ -106,23 +126,75 @@ def check_complete(path: str | Path, buf: bytes) -> None:
 
 
 def decode_image(buf: bytes, path: str | Path = "<bytes>") -> np.ndarray:
-    """RGB (H, W, 3) uint8 from the bytes of an 8-bit image file."""
+    """RGB (H, W, 3) uint8 from the bytes of an image file (8-bit, or 16-bit scaled by its real range)."""
     check_complete(path, buf)
-    img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
+    # ANYDEPTH: IMREAD_COLOR alone keeps a 16-bit file's high byte, so 12-bit data would read as 0..15.
+    # IGNORE_ORIENTATION: pixels as stored, as masks are read (IMREAD_COLOR would rotate by the EXIF tag).
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION
+    img = cv2.imdecode(np.frombuffer(buf, np.uint8), flags)
     if img is None:
         raise DataError(f"{path}: cannot decode image (corrupt or not an image)")
+    if img.dtype == np.uint16:
+        img = _to_8_bit(img, _significant_bits(buf))
+    elif img.dtype != np.uint8:
+        raise DataError(f"{path}: image samples are {img.dtype}; expected 8- or 16-bit integers")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+# EXIF orientations (tag 0x0112) other than 1, as a viewer applies them.
+ORIENTATIONS = {2: "mirrored", 3: "rotated 180°", 4: "flipped upside down", 5: "mirrored and rotated 90° "
+                "anticlockwise", 6: "rotated 90° clockwise", 7: "mirrored and rotated 90° clockwise",
+                8: "rotated 90° anticlockwise"}
+
+
+def exif_orientation(buf: bytes) -> int:
+    """The EXIF orientation of an image file's bytes (1: upright, also when there is no tag)."""
+    if b"Exif\x00\x00" not in buf[:1 << 16] and b"eXIf" not in buf:  # JPEG's APP1, PNG's chunk: cheap test first
+        return 1
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(buf)) as im:
+            value = im.getexif().get(0x0112, 1)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return 1  # no readable EXIF: decoding says whether the image itself is readable
+    return value if value in ORIENTATIONS else 1
+
+
+def _to_8_bit(img: np.ndarray, bits: int | None) -> np.ndarray:
+    """A 16-bit frame scaled so that its full range maps to 0..255. The range is what the file's sBIT
+    chunk says; without one, a maximum below 4096 is 12-bit data (camera raw stored in 16 bits, the
+    common case; a true 16-bit frame that dark would be nearly black), otherwise 16-bit."""
+    if bits is None:
+        bits = 12 if int(img.max()) < 4096 else 16
+    top = 2 ** bits - 1
+    return np.round(np.minimum(img, top).astype(np.float32) * (255 / top)).astype(np.uint8)
+
+
+def _significant_bits(buf: bytes) -> int | None:
+    """The significant bits a PNG's sBIT chunk states (the most of its colour channels), or None."""
+    at = 8
+    while buf[:8] == b"\x89PNG\r\n\x1a\n" and at + 8 <= len(buf):
+        size, kind = int.from_bytes(buf[at:at + 4], "big"), buf[at + 4:at + 8]
+        if kind == b"sBIT" and size:
+            bits = max(buf[at + 8:at + 8 + min(size, 3)])  # alpha (a 4th byte) does not scale colours
+            return bits if 1 <= bits <= 16 else None
+        if kind == b"IDAT":  # sBIT comes before the image data
+            return None
+        at += 12 + size
+    return None
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an 8-bit colour image as RGB (H, W, 3)."""
+    """Read a colour image as RGB (H, W, 3) uint8 (see :func:`decode_image`)."""
     return decode_image(read_bytes(path, "image file"), path)
 
 
 def decode_label_map(buf: bytes, path: str | Path = "<bytes>", dtype=np.uint8) -> np.ndarray:
     """A single-channel label map (8- or 16-bit PNG) from its bytes, unchanged or cast to ``dtype``."""
     check_complete(path, buf)
-    lab = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_UNCHANGED)
+    lab = _palette_indices(buf, path) if _is_palette_png(buf) else cv2.imdecode(np.frombuffer(buf, np.uint8),
+                                                                                  cv2.IMREAD_UNCHANGED)
     if lab is None:
         raise DataError(f"{path}: cannot decode label PNG (corrupt or not an image)")
     if lab.ndim == 3:
@@ -139,6 +211,23 @@ def decode_label_map(buf: bytes, path: str | Path = "<bytes>", dtype=np.uint8) -
         if lo < info.min or hi > info.max:  # astype would silently wrap (e.g. 16-bit instance ids to uint8)
             raise DataError(f"{path}: label values {lo}..{hi} ({lab.dtype}) do not fit {dtype}")
     return lab.astype(dtype, copy=False)
+
+
+def _is_palette_png(buf: bytes) -> bool:
+    """A palette-mode PNG: IHDR's colour type (byte 25 of the file) is 3."""
+    return buf[:8] == b"\x89PNG\r\n\x1a\n" and len(buf) > 25 and buf[12:16] == b"IHDR" and buf[25] == 3
+
+
+def _palette_indices(buf: bytes, path) -> np.ndarray | None:
+    """The index plane of a palette PNG. Tools save masks this way (index = class id, the palette only
+    for viewing); OpenCV would expand it to the palette's colours, so Pillow reads the indices."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(buf)) as im:
+            return np.asarray(im, dtype=np.uint8) if im.mode == "P" else None
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
 
 
 def read_label(path: str | Path, dtype=np.uint8) -> np.ndarray:

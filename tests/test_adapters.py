@@ -132,6 +132,8 @@ def test_missing_split_dir(tmp_path, kind):
     with pytest.raises(DataError) as exc:
         scan(kind, root, ["train", "val"])
     assert str(root / SPLIT_DIR[kind].format(split="val")) in str(exc.value)
+    if kind != "darkzurich":  # rgb_anon/{split}/night: the split folder itself is missing
+        assert "(found there: train)" in str(exc.value)
 
 
 def test_unknown_kind(tmp_path):

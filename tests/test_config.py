@@ -129,10 +129,31 @@ def test_folder_needs_an_explicit_encoding():
         parse_params(_source(kind="folder"))
 
 
-@pytest.mark.parametrize("kind", ["nightcity", "acdc", "darkzurich"])
-def test_encoding_a_dataset_does_not_have_is_refused(kind):
-    with pytest.raises(ConfigError, match="labelIds only"):
-        parse_params(_source(kind=kind, encoding="trainIds"))
+@pytest.mark.parametrize("kind, encoding", [("nightcity", "trainIds"), ("acdc", "trainIds"), ("darkzurich", "trainIds"),
+                                            ("bdd100k", "labelIds")])
+def test_encoding_a_dataset_does_not_have_is_refused_in_one_short_line(kind, encoding):
+    with pytest.raises(ConfigError) as exc:
+        parse_params(_source(kind=kind, encoding=encoding, splits=["train"], domain="night"))
+    line = str(exc.value).splitlines()[1]
+    assert line.startswith(f"  data.sources.mine.encoding = {encoding!r}: kind {kind} allows encoding auto or ")
+    assert "root" not in line and "splits" not in line  # the key and the allowed values, not the whole source
+
+
+@pytest.mark.parametrize("crop", [[-10, 20], [0, 0], [16, 64]])
+def test_a_training_crop_must_have_positive_sides_of_at_least_32(crop):
+    with pytest.raises(ConfigError, match=r"image_model.train.crop = \[.*\]: each side of the crop must be at least"):
+        parse_params(nested("image_model.train.crop", crop))
+    assert parse_params(nested("image_model.train.crop", [32, 64])).image_model.train.crop == (32, 64)
+
+
+@pytest.mark.parametrize("split", ["val/", "train/night", "", "*", "..", " val"])
+def test_a_split_must_be_a_folder_name(split):
+    """'val/' scans the same folder as 'val' but stores a split that no selector matches."""
+    with pytest.raises(ConfigError) as exc:
+        parse_params(_source(kind="nightcity", splits=["train", split]))
+    msg = str(exc.value)
+    assert "data.sources.mine.splits" in msg and repr(split) in msg and "folder names" in msg
+    assert "'train'" not in msg.split("must be")[0].split("split(s)")[1]  # only the bad one is named
 
 
 def test_real_data_only_and_no_data_at_all():

@@ -218,3 +218,47 @@ def test_read_label_16bit(tmp_path):
     small = np.array([[3, 255]], np.uint16)  # a 16-bit file whose values fit is fine
     write_label(tmp_path / "small.png", small)
     np.testing.assert_array_equal(read_label(tmp_path / "small.png"), small.astype(np.uint8))
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_a_palette_label_png_reads_as_its_indices(tmp_path, bits):
+    """Many tools save masks in palette mode (index = class id, colours for viewing): the ids are the indices."""
+    from PIL import Image
+
+    from nightlab.data.manifest import decode_label
+
+    lab = (np.arange(48, dtype=np.uint8).reshape(6, 8) % (16 if bits == 4 else 19))
+    if bits == 8:
+        lab[0, 0] = 255
+    im = Image.fromarray(lab, mode="P")
+    im.putpalette(np.random.default_rng(0).integers(0, 255, 3 * 2**bits).astype(np.uint8).tolist())
+    im.save(tmp_path / "p.png", bits=bits)
+    assert cv2.imread(str(tmp_path / "p.png"), cv2.IMREAD_UNCHANGED).ndim == 3  # OpenCV expands the colours
+    np.testing.assert_array_equal(read_label(tmp_path / "p.png"), lab)
+    np.testing.assert_array_equal(decode_label(tmp_path / "p.png", "trainIds"), lab)
+
+
+def _with_sbit(png: bytes, bits: int, channels: int = 3) -> bytes:
+    """The PNG with an sBIT chunk (significant bits per channel) right after IHDR (33 bytes in)."""
+    import zlib
+
+    data = bytes([bits] * channels)
+    chunk = len(data).to_bytes(4, "big") + b"sBIT" + data + zlib.crc32(b"sBIT" + data).to_bytes(4, "big")
+    return png[:33] + chunk + png[33:]
+
+
+@pytest.mark.parametrize("bits, sbit", [(16, None), (12, None), (10, 10), (12, 16)])
+def test_a_16_bit_image_is_scaled_by_its_real_range(tmp_path, bits, sbit):
+    """12-bit data in a 16-bit PNG must not come out as its high byte (0..15): it is scaled by its own
+    range, which an sBIT chunk states and a maximum below 4096 implies (no camera stores 16 bits that dark)."""
+    real = sbit or bits
+    values = np.linspace(0, 2**bits - 1, 4 * 6 * 3).round().astype(np.uint16).reshape(4, 6, 3)
+    ok, buf = cv2.imencode(".png", values)
+    png = buf.tobytes() if sbit is None else _with_sbit(buf.tobytes(), sbit)
+    (tmp_path / "deep.png").write_bytes(png)
+    rgb = read_image(tmp_path / "deep.png")
+    assert rgb.dtype == np.uint8
+    expected = np.round(values[..., ::-1].astype(np.float64) * 255 / (2**real - 1)).astype(np.uint8)
+    np.testing.assert_array_equal(rgb, expected)
+    if real == bits:
+        assert rgb.max() == 255

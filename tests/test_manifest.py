@@ -263,3 +263,63 @@ def test_manifest_reads_scanned_dataset(tmp_path):
         inst = val.instance(i)
         assert inst.dtype == np.int32 and inst.shape == (32, 64)
         assert _hw(check_sample(root, val.df.iloc[i])) == (32, 64)
+
+
+def test_empty_files_are_bad_files_reported_with_the_others(tmp_path):
+    """A zero-byte image or mask (an interrupted copy) is named with the other bad files, never a crash."""
+    from nightlab.data.prepare import inspect_samples
+
+    rows = []
+    for name in "abc":
+        _write(tmp_path / "img" / f"{name}.png", np.zeros((32, 64, 3), np.uint8))
+        _write(tmp_path / "lab" / f"{name}.png", np.zeros((32, 64), np.uint8))
+        rows.append(_row(image=f"img/{name}.png", label=f"lab/{name}.png"))
+    (tmp_path / "img" / "a.png").write_bytes(b"")
+    (tmp_path / "lab" / "b.png").write_bytes(b"")
+    _write(tmp_path / "lab" / "c.png", np.full((32, 64), 99, np.uint8))
+    with pytest.raises(DataError) as exc:
+        inspect_samples(tmp_path, pd.DataFrame(rows))
+    msg = str(exc.value)
+    assert "3 bad file(s)" in msg
+    assert f"{tmp_path / 'img' / 'a.png'}: empty file" in msg and f"{tmp_path / 'lab' / 'b.png'}: empty file" in msg
+    assert str(tmp_path / "lab" / "c.png") in msg
+
+
+def test_a_split_whose_masks_are_all_ignore_is_refused_by_name(tmp_path):
+    """Its IoUs would be NaN and no class could be hard: refused where the split is known."""
+    from nightlab.data.prepare import inspect_samples
+
+    rows = []
+    for split, value in (("train", 3), ("val", 255), ("val", 255)):
+        name = f"{split}_{len(rows)}"
+        _write(tmp_path / "img" / f"{name}.png", np.zeros((32, 64, 3), np.uint8))
+        _write(tmp_path / "lab" / f"{name}.png", np.full((32, 64), value, np.uint8))
+        rows.append(_row(split=split, image=f"img/{name}.png", label=f"lab/{name}.png", source="mine"))
+    with pytest.raises(DataError) as exc:
+        inspect_samples(tmp_path, pd.DataFrame(rows))
+    assert "every label pixel is ignore (255) in split(s) mine/val/night (2 masks)" in str(exc.value)
+    assert "train" not in str(exc.value).split(":")[0]
+    df, counts = inspect_samples(tmp_path, pd.DataFrame(rows[:1]))
+    assert counts[0, 3] == 32 * 64
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_an_image_with_an_exif_orientation_is_refused_by_name(tmp_path, suffix):
+    """OpenCV would rotate the image by its EXIF tag and not its mask: pixels are read as stored, and a
+    tag that says to rotate is refused (which view the mask was drawn on cannot be told)."""
+    from PIL import Image
+
+    row = _sample(tmp_path) | {"image": f"img/a{suffix}"}
+    pixels = np.zeros((32, 64, 3), np.uint8)
+    pixels[:, :32] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(pixels).save(tmp_path / row["image"], exif=exif.tobytes())
+    assert read_image(tmp_path / row["image"]).shape == (32, 64, 3)  # as stored, like its mask
+    with pytest.raises(DataError) as exc:
+        check_sample(tmp_path, row)
+    assert str(exc.value).startswith(f"{tmp_path / row['image']}: EXIF orientation 6 (rotated 90° clockwise) is not "
+                                     "supported")
+    exif[0x0112] = 1  # upright: fine
+    Image.fromarray(pixels).save(tmp_path / row["image"], exif=exif.tobytes())
+    assert _hw(check_sample(tmp_path, row)) == (32, 64)

@@ -141,3 +141,70 @@ def test_config_mistakes_are_one_block(tmp_path, stage_env, changes, needle):
 
 def test_layout_note():
     assert (ROOT / "data" / "sources" / "README.md").is_file() and (ROOT / "data" / "raw" / "README.md").is_file()
+
+
+_FAILS_ONCE = '''
+import errno, sys
+from pathlib import Path
+from prefect import flow
+import flows.prepare_data as stage
+from flows.common import catch_user_errors, task_results
+
+def shard(out, split, indices, seed, cfg):
+    if Path("disk-full").exists():
+        raise OSError(errno.ENOSPC, "No space left on device", out)
+    return [{"image": f"{split}/{i}.png"} for i in indices]
+
+stage.generate_shard = shard
+run = flow(name="fails-once")(catch_user_errors(
+    lambda: task_results([stage.generate.submit("k", "out", "train", 0, [0, 1], 0, None)])))
+state = run(return_state=True)
+print("RESULT", state.message if state.is_failed() else state.result())
+'''
+
+
+def test_a_task_stopped_by_a_user_error_leaves_no_cached_result(tmp_path, stage_env):
+    """A full disk during a generation shard, space freed, the rerun must generate, not take the failed
+    task's cached nothing as done (`'NoneType' object is not iterable` on every rerun)."""
+    (tmp_path / "fails_once.py").write_text(_FAILS_ONCE)
+    env = {**stage_env, "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path / "results")}
+
+    def run() -> str:
+        res = subprocess.run([sys.executable, "fails_once.py"], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=300)
+        assert res.returncode == 0 and "RESULT" in res.stdout, res.stdout[-2000:] + res.stderr[-3000:]
+        return res.stdout.split("RESULT ", 1)[1].strip()
+
+    (tmp_path / "disk-full").touch()
+    assert run() == "out: No space left on device"
+    assert not list((tmp_path / "results").glob("generate-*"))  # no record of the failed task
+    (tmp_path / "disk-full").unlink()
+    assert run() == "[[{'image': 'train/0.png'}, {'image': 'train/1.png'}]]"
+    assert len(list((tmp_path / "results").glob("generate-*"))) == 1
+    assert run() == "[[{'image': 'train/0.png'}, {'image': 'train/1.png'}]]"  # now from the cache
+
+
+def test_a_second_run_of_a_stage_stops_while_the_first_holds_its_lock(tmp_path, stage_env):
+    """Two runs of one stage share its work directories: the second stops at once, naming the lock and
+    its holder, instead of reading the first's half-written files; once the lock is free it runs."""
+    import fcntl
+
+    from flows.common import lock_file
+
+    proj = copy_project(tmp_path / "proj")
+    lock = proj / lock_file("select_hard_classes", proj / "dvc.yaml")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    stage = [sys.executable, "-m", "flows.select_hard_classes"]
+    with open(lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write("pid 4242 on elsewhere, since 2026-01-01T00:00:00+00:00\n")
+        held.flush()
+        res = subprocess.run(stage, cwd=proj, env=stage_env, capture_output=True, text=True, timeout=600)
+    _assert_user_error(res, "reports/.select_hard_classes.stage-lock: another run of stage select_hard_classes "
+                            "holds this lock (pid 4242 on elsewhere")
+    assert res.stderr.count("error:") == 1
+    res = subprocess.run(stage, cwd=proj, env=stage_env, capture_output=True, text=True, timeout=600)
+    _assert_user_error(res, "per_class_iou.parquet: file not found")  # past the lock: its input is missing
+    assert "another run" not in res.stderr
+    assert "select_hard_classes" not in subprocess.run(["git", "status", "--short"], cwd=proj, capture_output=True,
+                                                       text=True).stdout  # the lock file is ignored

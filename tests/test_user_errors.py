@@ -96,6 +96,32 @@ def test_an_os_error_without_a_path_says_so():
     assert str(as_user_error(FileNotFoundError(2, "No such file or directory", "x.png"))).startswith("x.png: ")
 
 
+def test_a_full_disk_names_the_output_being_written(tmp_path, monkeypatch):
+    """A failed write names no file (the OS gives only ENOSPC): the message names the output, never a
+    temporary's name, written directly or as a stage's output."""
+    import errno
+
+    import pandas as pd
+
+    from flows.common import StageOutputs
+    from nightlab.io import write_json, write_table
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", full)
+    final = tmp_path / "reports" / "table.csv"
+    with pytest.raises(OSError) as exc:
+        write_table(pd.DataFrame({"a": [1]}), csv=final)
+    assert str(as_user_error(exc.value)) == f"{final}: No space left on device"
+    with pytest.raises(OSError) as exc, StageOutputs() as out:
+        write_json(out(tmp_path / "done.json"), {})
+        write_table(pd.DataFrame({"a": [1]}), csv=out(tmp_path / "reports", directory=True) / "table.csv")
+    assert str(as_user_error(exc.value)) == f"{final}: No space left on device"
+    assert not (tmp_path / "done.json").exists() and not [p for p in tmp_path.iterdir() if ".stage-" in p.name]
+    assert str(as_user_error(OSError(errno.ENOSPC, "No space left on device"))).startswith("(the operating")
+
+
 def test_a_truncated_or_foreign_model_file_names_it(tmp_path, capsys):
     torch.manual_seed(0)
     save_model(tmp_path / "image", SegModel("test_resnet", NUM_CLASSES, 8), {**SEG, "image_scale": 0.5})
@@ -142,3 +168,18 @@ def test_a_hand_edited_dvc_yaml_that_drops_the_manifest_is_a_config_error(tmp_pa
     (tmp_path / "dvc.yaml").write_text("stages:\n  train_rdn:\n    cmd: x\n    deps: [data/prepared]\n")
     with pytest.raises(ConfigError, match="nightlab dvc-yaml"):
         stage_inputs("train_rdn", tmp_path / "dvc.yaml")
+
+
+def test_a_stage_lock_is_held_once_and_names_its_file_and_holder(tmp_path, monkeypatch):
+    from flows.common import stage_lock
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.yaml").write_text("stages:\n  s:\n    cmd: x\n    outs: [{data/out.parquet: {persist: true}}]\n"
+                                       "  none:\n    cmd: y\n")
+    with stage_lock("s"):
+        with pytest.raises(UserError) as exc, stage_lock("s"):
+            pass
+        assert str(exc.value).startswith(f"data/.s.stage-lock: another run of stage s holds this lock (pid "
+                                         f"{__import__('os').getpid()} on ")
+    with stage_lock("s"), stage_lock("none"):  # free again; a stage without outputs takes no lock
+        pass

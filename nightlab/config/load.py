@@ -29,11 +29,18 @@ REMOVED = {
 SHORTHAND = ("kind", "root", "splits", "encoding", "domain")
 
 
+class _NotSet:
+    """A key the file does not set (a rule about its default value)."""
+
+    def __repr__(self) -> str:
+        return "(not set)"
+
+
 def _at(data, loc) -> Any:
     value = data
     for p in loc:
         if isinstance(value, dict):
-            value = value.get(p, "?")
+            value = value.get(p, _NotSet())
         elif isinstance(value, (list, tuple)) and isinstance(p, int) and -len(value) <= p < len(value):
             value = value[p]
         # else: a union-branch tag such as 'tuple[int, ...]' names no data: stay on the same value

@@ -91,32 +91,48 @@ class SyntheticConfig(_Strict):
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
+# The label encodings each kind can have on disk (auto: the kind's own; a folder's masks can be either).
+KIND_ENCODINGS = {"cityscapes": ("auto", "labelIds", "trainIds"), "nightcity": ("auto", "labelIds"),
+                  "acdc": ("auto", "labelIds"), "darkzurich": ("auto", "labelIds"), "bdd100k": ("auto", "trainIds"),
+                  "folder": ("labelIds", "trainIds")}
+# A split is one folder of the dataset's layout: a trailing '/' would name the same folder yet
+# store a split that no source/split/domain selector matches.
+_SPLIT = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+
+
 class SourceConfig(_Strict):
     """One real dataset on disk, read by its adapter (nightlab.data.adapters)."""
     kind: Literal[REAL_KINDS]  # type: ignore[valid-type]
     root: str = Field(description="dataset root; a DVC dependency of the check_source@<name> stage")
     splits: Names = Field(("train", "val"), min_length=1, description="splits to read")
     domain: Literal["auto", "day", "night"] = Field("auto", description="auto: what the adapter says")
+    # validate_default: kind folder has no default encoding, so the default must be checked too.
     encoding: Literal["auto", "labelIds", "trainIds"] = Field(
-        "auto", description="label encoding; auto: the dataset's own (kind folder must name one)")
+        "auto", validate_default=True, description="label encoding; auto: the dataset's own (kind folder must "
+        "name one)")
 
     @field_validator("splits")
     @classmethod
-    def _unique_splits(cls, v):
+    def _split_names(cls, v):
         dup = sorted({s for s in v if v.count(s) > 1})
         if dup:
             raise ValueError(f"split(s) {dup} listed more than once")
+        bad = [s for s in v if not _SPLIT.fullmatch(s)]
+        if bad:
+            raise ValueError(f"split(s) {bad} must be folder names of the dataset, such as 'train' or 'val' "
+                             "(no '/': source/split/domain selectors go in splits.train, select, report)")
         return v
 
-    @model_validator(mode="after")
-    def _encoding_known(self):
-        if self.kind == "folder" and self.encoding == "auto":
-            raise ValueError("kind folder needs encoding: labelIds or trainIds (a folder's masks can be either)")
-        if self.kind in ("nightcity", "acdc", "darkzurich") and self.encoding == "trainIds":
-            raise ValueError(f"kind {self.kind} ships labelIds only; encoding must be auto or labelIds")
-        if self.kind == "bdd100k" and self.encoding == "labelIds":
-            raise ValueError("kind bdd100k ships trainIds masks only; encoding must be auto or trainIds")
-        return self
+    @field_validator("encoding")
+    @classmethod
+    def _encoding_known(cls, v, info: ValidationInfo):
+        allowed = KIND_ENCODINGS.get(info.data.get("kind"), (v,))  # no kind: its own error says so
+        kind, names = info.data.get("kind"), " or ".join(allowed)
+        if v == "auto" and v not in allowed:
+            raise ValueError(f"kind {kind} needs encoding {names} (its masks can be either)")
+        if v not in allowed:
+            raise ValueError(f"kind {kind} allows encoding {names}")
+        return v
 
 
 class DataConfig(_Strict):
@@ -209,6 +225,13 @@ class BoxesConfig(_Strict):
     connectivity: Literal[4, 8] = Field(8, description="pixel connectivity of components")
 
 
+def _check_crop(cls, v):
+    """A training crop (h, w): each side at least the networks' coarsest stride (32)."""
+    if v is not None and min(v) < 32:
+        raise ValueError("each side of the crop must be at least 32 pixels")
+    return v
+
+
 class TrainBase(_Strict):
     """One training run (nightlab.train.fit)."""
     iters: int = Field(300, ge=1, description="optimizer steps")
@@ -230,6 +253,7 @@ class TrainBase(_Strict):
 class ImageTrainConfig(TrainBase):
     crop: Annotated[tuple[int, int], BeforeValidator(_tuple)] | None = Field(
         None, description="random crop (h, w) in model input pixels; null: whole images")
+    _crop = field_validator("crop")(_check_crop)
 
 
 class RdnTrainConfig(TrainBase):
@@ -470,12 +494,7 @@ class BaselineConfig(_Strict):
     batch_size: int = Field(8, ge=1)
     lr: float = Field(0.002, gt=0.0, le=10.0)
 
-    @field_validator("crop")
-    @classmethod
-    def _crop(cls, v):
-        if v is not None and min(v) < 32:
-            raise ValueError("each side of the crop must be at least 32 pixels")
-        return v
+    _crop = field_validator("crop")(_check_crop)
 
 
 BASELINES = {"longer": BaselineConfig(image_scale=0.25), "fullres": BaselineConfig(image_scale=1.0, crop=(128, 256))}

@@ -57,8 +57,16 @@ def _pair(root: Path, images: list[Path], label_for: Callable[[Path], Path], spl
 
 def _need_dir(path: Path, what: str) -> Path:
     if not path.is_dir():
-        raise DataError(f"{path}: {what} directory not found")
+        raise DataError(f"{path}: {what} directory not found{_found_beside(path)}")
     return path
+
+
+def _found_beside(path: Path) -> str:
+    """The folders there are instead (a split spelled another way), when the parent exists."""
+    if not path.parent.is_dir():
+        return ""
+    found = sorted(p.name for p in path.parent.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return f" (found there: {', '.join(found)})" if found else ""
 
 
 def _images(folder: Path, suffix: str = "") -> list[Path]:

@@ -22,7 +22,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from nightlab.io import DataError, atomic_path, decode_image, decode_label_map, read_bytes, read_image, read_label
+from nightlab.io import (
+    ORIENTATIONS,
+    DataError,
+    atomic_path,
+    decode_image,
+    decode_label_map,
+    exif_orientation,
+    read_bytes,
+    read_image,
+    read_label,
+)
 from nightlab.labels import IGNORE, NUM_CLASSES, VALID_LABEL_IDS, label_ids_to_train_ids
 
 COLUMNS = ["split", "domain", "image", "label", "instance", "height", "width", "source", "encoding", "md5"]
@@ -112,6 +122,7 @@ def check_sample(root: Path, row) -> CheckedSample:
     buf = read_bytes(img_path, "image file")
     h.update(buf)
     img = decode_image(buf, img_path)
+    refuse_rotated(img_path, buf)
     height, width = img.shape[:2]
     train_ids = None
     for key in ("label", "instance"):
@@ -131,6 +142,17 @@ def check_sample(root: Path, row) -> CheckedSample:
     if train_ids is None:
         raise DataError(f"{img_path}: no label file for this image")
     return CheckedSample(height, width, h.hexdigest(), train_ids)
+
+
+def refuse_rotated(path: Path, buf: bytes) -> None:
+    """Refuse an image whose EXIF tag says to rotate or mirror it. Images and masks are read as stored,
+    but whether its mask was drawn on the stored pixels or on the view a viewer shows cannot be told
+    (and guessing wrong trains on labels that do not fit)."""
+    orientation = exif_orientation(buf)
+    if orientation != 1:
+        raise DataError(f"{path}: EXIF orientation {orientation} ({ORIENTATIONS[orientation]}) is not supported: "
+                        "write the image upright without the tag (e.g. `mogrify -auto-orient`) and its mask in the "
+                        "same frame")
 
 
 def validate_frame(df: pd.DataFrame, source: str, splits=None) -> pd.DataFrame:

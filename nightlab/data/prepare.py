@@ -55,7 +55,20 @@ def inspect_samples(root, df: pd.DataFrame, workers: int = 2, max_errors: int = 
     df["width"] = [r[1] for r in results]
     df["md5"] = [r[2] for r in results]
     counts = np.stack([r[3] for r in results]) if results else np.zeros((0, NUM_CLASSES), np.int64)
+    refuse_unlabelled(df, counts)
     return df, counts
+
+
+def refuse_unlabelled(df: pd.DataFrame, counts: np.ndarray) -> None:
+    """Refuse a source/split/domain whose masks are all ignore (255): scored, every IoU would be NaN and no
+    class could be hard; trained on, nothing would be learnt. Splits select rows by source/split/domain, so
+    every non-empty selection then has labelled pixels."""
+    empty = [f"{src}/{split}/{dom} ({len(idx)} masks)"
+             for (src, split, dom), idx in df.groupby(["source", "split", "domain"]).groups.items()
+             if not counts[np.asarray(idx)].any()]
+    if empty:
+        raise DataError(f"every label pixel is ignore (255) in split(s) {', '.join(sorted(empty))}: nothing to "
+                        "train or score on there; check the source's encoding, or leave the split out of its splits")
 
 
 def class_frequency(df: pd.DataFrame, counts: np.ndarray) -> pd.DataFrame:
