@@ -284,7 +284,8 @@ def run(targets: list[str] | None = None, retries: int = 0, force: bool = False)
         if "ephemeral" not in str(err):
             raise
         # A busy machine can be slower than Prefect's 20 s start-up limit for its temporary server.
-        print(f"error: {err}\nstart a server once (`prefect server start`) and export PREFECT_API_URL, "
+        print(f"error: {err}\nexport PREFECT_API_URL=http://127.0.0.1:4200/api, then start a server once "
+              "(`prefect server start --port 4200`), "
               "or raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", file=sys.stderr)
         return 1
     return 0

@@ -60,8 +60,10 @@ def cmd_schedule(args: argparse.Namespace) -> int | None:
     from flows.pipeline import pipeline
 
     if not get_current_settings().api.url:
-        return _fail("`nightlab schedule` needs a running Prefect server: start `prefect server start` and "
-                     "export PREFECT_API_URL=http://127.0.0.1:4200/api (or set it in your Prefect profile)")
+        return _fail("`nightlab schedule` needs a running Prefect server: export "
+                     "PREFECT_API_URL=http://127.0.0.1:4200/api first (or set it in your Prefect profile), then "
+                     "start `prefect server start --host 127.0.0.1 --port 4200` (the UI takes the API's address "
+                     "from it when the server starts)")
     try:
         CronSchedule(cron=args.cron)
     except ValidationError as err:

@@ -47,3 +47,28 @@ def test_forced_stage_rerun_is_single_item():
                     bad.append(f"{doc.name}: {cmd}")
     assert not bad, bad
 
+
+def test_prefect_api_url_exported_before_server_start():
+    """The UI asks the API at PREFECT_API_URL as the server saw it when it started: on any port but
+    4200 it shows "Can't connect to Server API" unless the variable was exported first."""
+    for doc in DOCS:
+        for block in re.findall(r"```bash\n(.*?)```", doc.read_text(), flags=re.S):
+            lines = block.splitlines()
+            starts = [i for i, line in enumerate(lines) if "prefect server start" in line]
+            for i in starts:
+                exports = [j for j, line in enumerate(lines) if line.startswith("export PREFECT_API_URL=")]
+                assert exports and exports[0] < i, f"{doc.name}: export PREFECT_API_URL after the server:\n{block}"
+                url = lines[exports[0]].split("=", 1)[1]
+                port = re.search(r"--port\s+(\$\{?\w+\}?|\d+)", lines[i])
+                assert port, f"{doc.name}: `prefect server start` without --port: {lines[i]}"
+                assert f":{port.group(1)}/api" in url or "PORT" in url, (url, lines[i])
+
+
+def test_started_server_ui_finds_its_api(prefect_server):
+    """A server the project starts (tests, benches) on a free port, with PREFECT_API_URL exported
+    first, tells its UI the API address on that port, not the default 4200."""
+    import json
+    import urllib.request
+
+    settings = json.loads(urllib.request.urlopen(prefect_server.url[:-len("/api")] + "/ui-settings", timeout=10).read())
+    assert settings["api_url"] == prefect_server.url
