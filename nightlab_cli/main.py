@@ -93,7 +93,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from nightlab.config import load_params
     from nightlab.device import pick_device
     from nightlab.errors import ConfigError, DataError
-    from nightlab.predict import TwoLevel, plan_predictions, predict_files
+    from nightlab.predict import TwoLevel, plan_predictions, predict_files, synthetic_warning
 
     try:
         jobs = plan_predictions(args.images, args.out, args.image_level)
@@ -105,6 +105,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         model = TwoLevel.from_params(params, args.models, args.hard or HARD_CLASSES, args.detector, device)
     except DataError as err:
         return _fail(f"{err} (train the models first: make repro)")
+    # Models of this project's own run that predate the record in config.json: its dvc.lock says.
+    lock = "dvc.lock" if Path(args.models).resolve() == Path("models").resolve() else None
+    warning = synthetic_warning(args.models, lock)
+    if warning:
+        print(warning, file=sys.stderr)
     failures = predict_files(jobs, model)
     print(f"{len(jobs) - len(failures)} of {len(jobs)} images written to {args.out}")
     for _path, problem in failures:
