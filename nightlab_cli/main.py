@@ -402,7 +402,7 @@ COMMANDS: list[Command] = [
         arg("--scenes", type=int, default=None, help="scenes to generate (default: data.synthetic.test)"),
         arg("--out", default="reports/confirm", help="output directory (default: %(default)s)"),
     ]),
-    Command("compare", "headline mIoU and hard-class mIoU (%) with 95% intervals of revisions, side by side",
+    Command("compare", "headline mIoU and hard-class mIoU in percent, with their intervals, of revisions side by side",
             cmd_compare, [
         arg("revs", nargs="*", metavar="rev", help="git revisions or DVC experiment names, or workspace "
             "(default: workspace HEAD); the first is the one the changes are measured from"),
