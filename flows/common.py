@@ -415,7 +415,8 @@ def stage_main(stage_flow_fn, description: str, argv: list[str] | None = None) -
     except RuntimeError as err:
         if "ephemeral" not in str(err).lower():
             raise
-        _fail(f"{err}\nstart a Prefect server once (`prefect server start`) and export PREFECT_API_URL, or raise "
+        _fail(f"{err}\nexport PREFECT_API_URL=http://127.0.0.1:4200/api, then start a Prefect server once "
+              "(`prefect server start --port 4200`), or raise "
               "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS (a busy machine can be slower than Prefect's limit)")
     if state.is_failed():
         if state.name == USER_ERROR_STATE:

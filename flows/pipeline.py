@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import signal
@@ -28,9 +29,13 @@ from prefect.exceptions import FailedRun
 from prefect.states import Completed, Failed
 
 from flows.common import PARENT_CONTEXT_ENV, handed_context
-from flows.paths import IMAGE_METRICS, LAST_METRICS, METRICS
+from flows.paths import HARD_CLASSES, IMAGE_METRICS, IMAGE_REPORTS, LAST_METRICS, MERGED_REPORTS, METRICS
+from nightlab import variants
 
 METRICS_FILES = (METRICS, IMAGE_METRICS)  # first that exists wins
+# The per-class tables the stages write, with the metrics file that goes with each; first that exists wins.
+PER_CLASS_FILES = ((MERGED_REPORTS / "per_class_iou.csv", METRICS),
+                   (IMAGE_REPORTS / "per_class_iou.csv", IMAGE_METRICS))
 TAIL_LINES = 30
 RETRY_DELAY_S = 10
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -181,7 +186,66 @@ def read_metrics(root: Path) -> tuple[str, dict] | None:
 
 
 def _fmt(v, signed: bool = False) -> str:
-    return "n/a" if v is None else (f"{v:+.4f}" if signed else f"{v:.4f}")
+    """A fraction, in percent."""
+    return "n/a" if v is None else (f"{100 * v:+.2f}" if signed else f"{100 * v:.1f}")
+
+
+def _pct(v) -> str | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * float(v):.1f}"
+
+
+def _interval(metrics: dict, name: str, prefix: str = "") -> str | None:
+    d, lo, hi = (metrics.get(f"{name}.{prefix}{k}") for k in ("diff", "ci_low", "ci_high"))
+    if d is None:
+        return None
+    def signed(x):
+        return f"{100 * x + 0.0:+.1f}".replace("-0.0", "+0.0")
+
+    return signed(d) + (f" [{signed(lo)}, {signed(hi)}]" if lo is not None and hi is not None else "")
+
+
+def per_class_rows(root: Path) -> tuple[str, list[dict]] | None:
+    """The rows of the ``nightlab-per-class-iou`` artifact, from the per-class table the pipeline
+    wrote (evaluate_merged's, else per_class_iou's for the image level alone): one row per class
+    with its IoU in % per variant and whether it is hard, then each variant's mIoU on all and on the
+    hard classes, then each claimed difference with its paired-bootstrap 95% interval, under the
+    column of the variant it is claimed for. ``None`` while no table exists."""
+    import pandas as pd
+
+    found = next(((t, m) for t, m in PER_CLASS_FILES if (root / t).is_file()), None)
+    if found is None:
+        return None
+    table_path, metrics_path = found
+    table = pd.read_csv(root / table_path)
+    metrics = _flatten(json.loads((root / metrics_path).read_text())) if (root / metrics_path).is_file() else {}
+    if "iou" in table.columns:  # per_class_iou's table: the image level alone
+        table = table.rename(columns={"iou": variants.IMAGE})
+    if "hard" not in table.columns:
+        hard_file = root / HARD_CLASSES
+        names = set(json.loads(hard_file.read_text()).get("names", [])) if hard_file.is_file() else set()
+        table["hard"] = table.class_name.isin(names)
+    table["hard"] = table.hard.astype(str).str.lower().isin(("true", "1", "yes"))
+    shown = [v for v in (*variants.HEADLINE, *(c for c in table.columns if c.startswith("baseline_")))
+             if v in table.columns]
+    label = {v: variants.SHORT.get(v, v) for v in shown}
+    rows = [{"class": r.class_name, "hard": "yes" if r.hard else "", **{label[v]: _pct(getattr(r, v)) for v in shown}}
+            for r in table.itertuples()]
+    hard = table[table.hard]
+    for what, sub_table, key in (("mIoU, all classes", table, "mIoU"), ("mIoU, hard classes", hard, "hard_mIoU")):
+        if sub_table.empty:
+            continue
+        # the headline's own numbers where the metrics hold them (the same, rounded), else the table's mean
+        rows.append({"class": what, "hard": "", **{label[v]: _pct(metrics.get(variants.metric(v, key),
+                                                                             sub_table[v].mean())) for v in shown}})
+    for claim in variants.CLAIMS:
+        if claim.a not in label:
+            continue
+        for prefix, what in (("", "all classes"), ("hard_", "hard classes")):
+            ci = _interval(metrics, claim.name, prefix)
+            if ci is not None:
+                rows.append({"class": f"{claim.short}, {what} (95% CI)", "hard": "",
+                             **{label[v]: ci if v == claim.a else None for v in shown}})
+    return table_path.as_posix(), rows
 
 
 def publish_metrics(root: Path) -> None:
@@ -196,23 +260,21 @@ def publish_metrics(root: Path) -> None:
         log.info(f"no metrics yet ({' or '.join(map(str, METRICS_FILES))}): no artifacts published")
         return
     path, metrics = found
-    variants = [k[: -len(".mIoU")] for k in metrics if k.endswith(".mIoU")]
-    classes: list[str] = []
-    for k in metrics:
-        variant, _, cls = k.partition(".iou.")
-        if cls and variant in variants and cls not in classes:
-            classes.append(cls)
-    rows = [{"class": c, **{v: metrics.get(f"{v}.iou.{c}") for v in variants}} for c in classes]
-    create_table_artifact(rows, key="nightlab-per-class-iou",
-                          description=f"Per-class IoU by variant, from {path}")
+    shown = [k[: -len(".mIoU")] for k in metrics if k.endswith(".mIoU")]
+    table = per_class_rows(root)
+    if table is not None:
+        create_table_artifact(table[1], key="nightlab-per-class-iou",
+                              description=f"Per-class IoU (%) by variant, from {table[0]} and {path}: hard classes "
+                                          "marked, then mIoU on all and on hard classes, then the claimed "
+                                          "differences with their paired-bootstrap 95% intervals")
 
     last_file = root / LAST_METRICS
     last = json.loads(last_file.read_text()) if last_file.is_file() else {}
     prev = last.get("metrics", {})
     since = f" (previous run: {last['time']})" if "time" in last else " (no previous run recorded)"
-    lines = [f"### NightLab mIoU, from `{path}`{since}", "", "| variant | mIoU | previous | change |",
+    lines = [f"### NightLab mIoU (%), from `{path}`{since}", "", "| variant | mIoU | previous | change |",
              "| --- | ---: | ---: | ---: |"]
-    for v in variants:
+    for v in shown:
         new, old = metrics.get(f"{v}.mIoU"), prev.get(f"{v}.mIoU")
         change = new - old if new is not None and old is not None else None
         lines.append(f"| {v} | {_fmt(new)} | {_fmt(old)} | {_fmt(change, signed=True)} |")
@@ -284,7 +346,8 @@ def run(targets: list[str] | None = None, retries: int = 0, force: bool = False)
         if "ephemeral" not in str(err):
             raise
         # A busy machine can be slower than Prefect's 20 s start-up limit for its temporary server.
-        print(f"error: {err}\nstart a server once (`prefect server start`) and export PREFECT_API_URL, "
+        print(f"error: {err}\nexport PREFECT_API_URL=http://127.0.0.1:4200/api, then start a server once "
+              "(`prefect server start --port 4200`), "
               "or raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", file=sys.stderr)
         return 1
     return 0

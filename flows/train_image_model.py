@@ -9,7 +9,7 @@ the image model and changing it retrains nothing.
 DVC cannot depend on a path that only params.yaml names when that path may be null (dvc.yaml
 templating of ``${image_model.external}`` fails on the null default), so the external file is not
 a DVC dependency: the stage reruns when the path changes (a declared param), not when the file's
-content changes at the same path (then run ``dvc repro -f train_image_model``). The md5 of the
+content changes at the same path (then run ``dvc repro -f -s train_image_model``). The md5 of the
 file is written into models/image/config.json, so the output, and every later stage, follows its
 content whenever the stage runs.
 """

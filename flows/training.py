@@ -13,7 +13,7 @@ from nightlab.io import write_table
 from nightlab.labels import NUM_CLASSES
 from nightlab.models import build_seg_model
 from nightlab.models.loss import make_loss
-from nightlab.models.store import save_model, seg_config
+from nightlab.models.store import TRAINED_ON, save_model, seg_config, training_data
 from nightlab.train import Run, curve_drop, empty_curve, fit, seed_everything
 
 
@@ -35,7 +35,7 @@ def fit_seg_model(p, cfg, dataset: Callable, ckpt: Path, key: dict, outputs: tup
         run = Run(ckpt, p.seed, device, key, desc, sync_bn=p.distributed.sync_bn)
         curve = fit(model, ds, make_loss(cfg), cfg.train, run)
     if is_main():
-        save_model(outputs[0], model, seg_config(cfg))
+        save_model(outputs[0], model, {**seg_config(cfg), TRAINED_ON: training_data(p)})
         write_table(curve, csv=outputs[1])
     return {"samples": len(ds) if ds is not None else 0, "device": str(device),
             "final_loss": float(curve.loss.iloc[-1]) if len(curve) else float("nan"), "drop": curve_drop(curve),

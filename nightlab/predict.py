@@ -28,6 +28,7 @@ class Prediction:
     image: np.ndarray  # (H, W) uint8 trainIds, image level
     merged: np.ndarray  # (H, W) uint8 trainIds, two-level
     boxes: np.ndarray  # (R, 4) regions used, native pixels
+    scores: np.ndarray | None = None  # (R,) the detector's score of each region (objectness probability)
 
 
 @dataclass
@@ -38,6 +39,7 @@ class FirstLevel:
     probs: torch.Tensor
     pred: torch.Tensor
     boxes: np.ndarray
+    scores: np.ndarray | None = None  # (R,) the detector's score of each box
 
 
 class TwoLevel:
@@ -66,12 +68,12 @@ class TwoLevel:
         """The image level and the regions to zoom into (native pixels): one backbone pass for both when
         the detector shares the image model's backbone."""
         if not self.hard or self.selection.max_regions == 0:
-            logits, boxes = self.models.image_logits(image), np.zeros((0, 4))
+            logits, boxes, scores = self.models.image_logits(image), np.zeros((0, 4)), np.zeros(0)
         else:
             logits, (boxes, scores) = self.models.first_level(image, self.detector, fuse=self.one_pass)
-            boxes = self.selection.top(boxes, scores)
+            boxes, scores = self.selection.top_scored(boxes, scores)
         probs = native_probs(logits, *image.shape[:2])
-        return FirstLevel(logits, probs, class_map(probs), boxes)
+        return FirstLevel(logits, probs, class_map(probs), boxes, scores)
 
     def second_level(self, image: np.ndarray, first: FirstLevel, boxes=None) -> torch.Tensor:
         """The image level's class map with the region model's prediction of ``boxes`` (default: the
@@ -86,7 +88,45 @@ class TwoLevel:
     def __call__(self, image: np.ndarray) -> Prediction:
         first = self.first_level(image)
         merged = self.second_level(image, first)
-        return Prediction(first.pred.byte().cpu().numpy(), merged.byte().cpu().numpy(), first.boxes)
+        return Prediction(first.pred.byte().cpu().numpy(), merged.byte().cpu().numpy(), first.boxes, first.scores)
+
+
+# ---------------------------------------------------------------------------- what the models know
+
+def trained_on(models_dir: str | Path, lock: str | Path | None = None) -> dict | None:
+    """The data params the image model under ``models_dir`` was trained with (nightlab.models.store
+    .training_data, saved in ``image/config.json``). Models saved before the record existed: from
+    ``lock``, the dvc.lock of the project whose ``models/`` they are (its prepare_data's ``data``
+    params), when given; else None (unknown)."""
+    from nightlab.io import read_json
+    from nightlab.models.store import TRAINED_ON
+
+    cfg_file = Path(models_dir) / "image" / "config.json"
+    cfg = read_json(cfg_file) if cfg_file.is_file() else {}
+    if TRAINED_ON in cfg:
+        return cfg[TRAINED_ON]
+    if cfg.get("arch") == "torchscript" or "external" in cfg or lock is None or not Path(lock).is_file():
+        return None  # the user's own model: trained elsewhere
+    import yaml
+
+    try:
+        params = yaml.safe_load(Path(lock).read_text())["stages"]["prepare_data"]["params"]["params.yaml"]
+        data = params["data"] if "data" in params else {"synthetic": params["data.synthetic"]}
+    except (KeyError, TypeError, yaml.YAMLError):
+        return None
+    return {"data.synthetic": data.get("synthetic"), "data.sources": sorted(data.get("sources") or {})}
+
+
+def synthetic_warning(models_dir: str | Path, lock: str | Path | None = None) -> str | None:
+    """One line for ``nightlab predict`` when the image model was trained on the synthetic night city
+    (``data.synthetic`` set): on a real photo its confident colours mean little."""
+    record = trained_on(models_dir, lock)
+    if not record or not record.get("data.synthetic"):
+        return None
+    sources = record.get("data.sources") or []
+    what = (f"synthetic data and {', '.join(sources)}" if sources else "synthetic data only")
+    return (f"warning: the models in {models_dir} were trained on {what} (data.synthetic is set): on real "
+            "photos expect confident nonsense; train on a real dataset first (README: Real datasets)")
 
 
 # ---------------------------------------------------------------------------- input files
@@ -200,8 +240,10 @@ def predict_files(jobs: list[PredictJob], two_level: TwoLevel, log=None, progres
                   ) -> list[tuple[str, str]]:
     """Two-level prediction for each planned image (:func:`plan_predictions`), with a progress bar:
     ``<stem>_labelIds.png`` (Cityscapes labelIds), ``_trainIds.png``, ``_color.png``, ``_overlay.png``
-    (with the regions drawn) and, when planned, the image level alone (``_image_trainIds.png``,
-    ``_image_color.png``). Every file is written under a temporary name and renamed when complete.
+    (with the regions drawn, each with its detector score; the colour images with a legend of the
+    classes predicted, at their right: nightlab.viz.with_legend) and, when planned, the image level
+    alone (``_image_trainIds.png``, ``_image_color.png``). Every file is written under a temporary name
+    and renamed when complete.
 
     An unreadable file is reported (``log``, default: above the progress bar) and skipped; returns the
     (path, problem) failures.
@@ -231,18 +273,20 @@ def predict_files(jobs: list[PredictJob], two_level: TwoLevel, log=None, progres
 def _rendered(kind: str, image: np.ndarray, pred: Prediction) -> np.ndarray:
     """One output of :data:`OUTPUTS` or :data:`IMAGE_LEVEL_OUTPUTS`: a label map (H, W) or RGB (H, W, 3)."""
     from nightlab.labels import colorize, train_ids_to_label_ids
-    from nightlab.viz import draw_boxes, overlay
+    from nightlab.viz import draw_boxes, overlay, with_legend
 
     if kind == "labelIds":
         return train_ids_to_label_ids(pred.merged)
     if kind == "trainIds":
         return pred.merged
     if kind == "color":
-        return colorize(pred.merged)
+        return with_legend(colorize(pred.merged), pred.merged)
     if kind == "overlay":
-        return draw_boxes(overlay(image, pred.merged), pred.boxes)
+        scores = None if pred.scores is None else [f"{s:.2f}" for s in pred.scores]
+        return with_legend(draw_boxes(overlay(image, pred.merged), pred.boxes, labels=scores), pred.merged,
+                           regions=len(pred.boxes))
     if kind == "image_trainIds":
         return pred.image
     if kind == "image_color":
-        return colorize(pred.image)
+        return with_legend(colorize(pred.image), pred.image)
     raise ValueError(f"unknown output kind {kind!r}")

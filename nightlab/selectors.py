@@ -24,13 +24,20 @@ from nightlab.boxes import expand_boxes
 
 def top_k(boxes, scores, k: int, nms_thresh: float = 0.5, score_thresh: float = 0.0) -> np.ndarray:
     """The ``k`` highest-scoring boxes after NMS (and above ``score_thresh``): (<=k, 4) float64."""
+    return top_k_scored(boxes, scores, k, nms_thresh, score_thresh)[0]
+
+
+def top_k_scored(boxes, scores, k: int, nms_thresh: float = 0.5, score_thresh: float = 0.0
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`top_k` with the boxes' scores: ((<=k, 4), (<=k,)) float64."""
     b = torch.tensor(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
     s = torch.tensor(np.asarray(scores, dtype=np.float64).reshape(-1))
     keep = s >= score_thresh
     b, s = b[keep], s[keep]
     if len(b) == 0 or k <= 0:
-        return np.zeros((0, 4))
-    return b[nms(b, s, nms_thresh)[:k]].numpy()
+        return np.zeros((0, 4)), np.zeros(0)
+    picked = nms(b, s, nms_thresh)[:k]
+    return b[picked].numpy(), s[picked].numpy()
 
 
 @dataclass(frozen=True)
@@ -51,8 +58,13 @@ class RegionSelection:
         """The top ``k`` (default ``max_regions``) boxes; ``objectness``: ``scores`` are a detector's, so the
         score threshold applies (a training-free selector's scores are on another scale). A budget's top k
         is a prefix of a larger budget's."""
+        return self.top_scored(boxes, scores, k, objectness)[0]
+
+    def top_scored(self, boxes, scores, k: int | None = None, objectness: bool = True
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`top` with the boxes' scores."""
         k = self.max_regions if k is None else k
-        return top_k(boxes, scores, k, self.nms_thresh, self.score_thresh if objectness else 0.0)
+        return top_k_scored(boxes, scores, k, self.nms_thresh, self.score_thresh if objectness else 0.0)
 
 
 def ground_truth(gt: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

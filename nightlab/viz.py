@@ -33,10 +33,64 @@ def overlay(image: np.ndarray, train_ids: np.ndarray, alpha: float = 0.5) -> np.
     return out.clip(0, 255).astype(np.uint8)
 
 
-def draw_boxes(image: np.ndarray, boxes, colour=(255, 255, 0), thickness: int = 1) -> np.ndarray:
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def _text_size(height: int) -> tuple[int, float, int]:
+    """Row height (px), font scale and stroke for text on an image ``height`` pixels high."""
+    row = int(np.clip(height // 28, 14, 40))
+    return row, row / 36, max(1, row // 20)
+
+
+def draw_boxes(image: np.ndarray, boxes, colour=(255, 255, 0), thickness: int = 1, labels=None) -> np.ndarray:
+    """``boxes`` (x0, y0, x1, y1) drawn on a copy of ``image``; ``labels``: one text per box (e.g. its
+    score), written on a dark patch at the box's top-left corner, inside the image."""
     out = np.ascontiguousarray(image.copy())
-    for x0, y0, x1, y1 in np.asarray(boxes, dtype=float).reshape(-1, 4):
+    boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
+    _, scale, stroke = _text_size(out.shape[0])
+    for i, (x0, y0, x1, y1) in enumerate(boxes):
         cv2.rectangle(out, (int(x0), int(y0)), (int(x1), int(y1)), colour, thickness)
+        if labels is None or i >= len(labels):
+            continue
+        (tw, th), base = cv2.getTextSize(str(labels[i]), FONT, scale, stroke)
+        x = int(np.clip(x0, 0, max(out.shape[1] - tw - 2, 0)))
+        y = int(np.clip(y0 - th - base - 2, 0, max(out.shape[0] - th - base - 2, 0)))  # above the box if room
+        cv2.rectangle(out, (x, y), (x + tw + 2, y + th + base + 2), (0, 0, 0), -1)
+        cv2.putText(out, str(labels[i]), (x + 1, y + th + 1), FONT, scale, colour, stroke, cv2.LINE_AA)
+    return out
+
+
+def legend_entries(train_ids: np.ndarray) -> list[tuple[int, float]]:
+    """The classes present in a label map with their share of its labelled pixels, largest first."""
+    counts = np.bincount(train_ids.ravel(), minlength=256)[: len(CLASS_NAMES)]
+    total = max(int(counts.sum()), 1)
+    return [(int(c), counts[c] / total) for c in np.argsort(-counts, kind="stable") if counts[c]]
+
+
+def with_legend(image: np.ndarray, train_ids: np.ndarray, regions: int | None = None) -> np.ndarray:
+    """``image`` (RGB, unchanged, at the top-left) with a legend panel at its right: a swatch of each
+    class's Cityscapes colour, its name and its share of the pixels, for the classes ``train_ids``
+    holds (largest first); with ``regions``, a last line saying how many regions are drawn and that
+    their number is the detector's score. The panel grows the canvas below the image when it is
+    taller (filled dark)."""
+    from nightlab.labels import PALETTE
+
+    h, w = image.shape[:2]
+    row, scale, stroke = _text_size(max(h, 240))
+    lines = [(c, f"{CLASS_NAMES[c]} {100 * share:.1f}%" if share >= 0.0005 else f"{CLASS_NAMES[c]} <0.1%")
+             for c, share in legend_entries(train_ids)]
+    if regions is not None:
+        lines.append((None, f"{regions} region{'s' if regions != 1 else ''} (number: detector score)"))
+    width = max((cv2.getTextSize(t, FONT, scale, stroke)[0][0] for _, t in lines), default=0) + row + 12
+    height = max(h, row * (len(lines) + 1))
+    out = np.full((height, w + width, 3), 32, np.uint8)
+    out[:h, :w] = image
+    for i, (c, text) in enumerate(lines):
+        y = row // 2 + i * row
+        x = w + 6
+        if c is not None:
+            cv2.rectangle(out, (x, y + 2), (x + row - 4, y + row - 2), tuple(int(v) for v in PALETTE[c]), -1)
+        cv2.putText(out, text, (x + row, y + row - 4), FONT, scale, (235, 235, 235), stroke, cv2.LINE_AA)
     return out
 
 

@@ -60,8 +60,10 @@ def cmd_schedule(args: argparse.Namespace) -> int | None:
     from flows.pipeline import pipeline
 
     if not get_current_settings().api.url:
-        return _fail("`nightlab schedule` needs a running Prefect server: start `prefect server start` and "
-                     "export PREFECT_API_URL=http://127.0.0.1:4200/api (or set it in your Prefect profile)")
+        return _fail("`nightlab schedule` needs a running Prefect server: export "
+                     "PREFECT_API_URL=http://127.0.0.1:4200/api first (or set it in your Prefect profile), then "
+                     "start `prefect server start --host 127.0.0.1 --port 4200` (the UI takes the API's address "
+                     "from it when the server starts)")
     try:
         CronSchedule(cron=args.cron)
     except ValidationError as err:
@@ -91,7 +93,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from nightlab.config import load_params
     from nightlab.device import pick_device
     from nightlab.errors import ConfigError, DataError
-    from nightlab.predict import TwoLevel, plan_predictions, predict_files
+    from nightlab.predict import TwoLevel, plan_predictions, predict_files, synthetic_warning
 
     try:
         jobs = plan_predictions(args.images, args.out, args.image_level)
@@ -103,6 +105,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         model = TwoLevel.from_params(params, args.models, args.hard or HARD_CLASSES, args.detector, device)
     except DataError as err:
         return _fail(f"{err} (train the models first: make repro)")
+    # Models of this project's own run that predate the record in config.json: its dvc.lock says.
+    lock = "dvc.lock" if Path(args.models).resolve() == Path("models").resolve() else None
+    warning = synthetic_warning(args.models, lock)
+    if warning:
+        print(warning, file=sys.stderr)
     failures = predict_files(jobs, model)
     print(f"{len(jobs) - len(failures)} of {len(jobs)} images written to {args.out}")
     for _path, problem in failures:
@@ -281,6 +288,22 @@ def cmd_confirm(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from nightlab.compare import WORKSPACE, read_revision, render
+    from nightlab.errors import DataError
+
+    root = _enter_project()
+    revs = args.revs or [WORKSPACE, "HEAD"]
+    try:
+        revisions = [read_revision(root, rev) for rev in revs]
+    except DataError as err:
+        return _fail(str(err))
+    if not any(r.metrics for r in revisions):
+        return _fail(f"no reports/metrics.json at {', '.join(revs)}: run the pipeline (make repro) first")
+    sys.stdout.write(render(revisions))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import subprocess
 
@@ -378,6 +401,11 @@ COMMANDS: list[Command] = [
         arg("--data-seed", type=int, required=True, help="the data seed of the fresh split (not data.seed)"),
         arg("--scenes", type=int, default=None, help="scenes to generate (default: data.synthetic.test)"),
         arg("--out", default="reports/confirm", help="output directory (default: %(default)s)"),
+    ]),
+    Command("compare", "headline mIoU and hard-class mIoU in percent, with their intervals, of revisions side by side",
+            cmd_compare, [
+        arg("revs", nargs="*", metavar="rev", help="git revisions or DVC experiment names, or workspace "
+            "(default: workspace HEAD); the first is the one the changes are measured from"),
     ]),
     Command("bench", "run the benchmarks (benches/), writing benches/RESULTS.md", cmd_bench, [
         arg("--quick", action="store_true", help="tiny sizes: a smoke check"),

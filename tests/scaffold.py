@@ -97,7 +97,7 @@ class PrefectServer:
         self.url = f"http://127.0.0.1:{port}/api"
         self.log = open(self.home / "server.log", "w")  # noqa: SIM115 - open while the server runs
         self.proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
-                                      str(port)], env=stage_env(None, self.home), stdout=self.log,
+                                      str(port)], env=stage_env(self.url, self.home), stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + timeout_s
         while True:

@@ -18,7 +18,7 @@ from nightlab.config import RdnConfig
 from nightlab.hard import read_hard_classes
 from nightlab.inference import image_probs
 from nightlab.io import DataError, read_image, read_label
-from nightlab.labels import IGNORE, NUM_CLASSES, label_ids_to_train_ids
+from nightlab.labels import CLASS_NAMES, IGNORE, NUM_CLASSES, PALETTE, colorize, label_ids_to_train_ids
 from nightlab.models import SegModel
 from nightlab.models.rdn import RDN, RpnSettings, rdn_config
 from nightlab.models.store import load_image_model, save_model
@@ -162,8 +162,10 @@ def test_predict_folder_mirrors_cities_and_writes_every_output(city_folder, tmp_
         src = next(city_folder.glob(f"{rel}.*"))
         expect = image_probs(image_model, read_image(src), icfg["image_scale"], "cpu").argmax(0).byte().numpy()
         assert np.array_equal(read_label(out / f"{rel}_image_trainIds.png"), expect)
-        assert read_image(out / f"{rel}_image_color.png").shape == (40, 56, 3)
-        assert read_image(out / f"{rel}_overlay.png").shape == (40, 56, 3)
+        # The colour pictures: the prediction at the top-left, its class legend at the right.
+        image_color = read_image(out / f"{rel}_image_color.png")
+        assert image_color.shape[1] > 56 and np.array_equal(image_color[:40, :56], colorize(expect))
+        assert read_image(out / f"{rel}_overlay.png").shape[1] > 56
 
 
 def test_predict_glob_without_image_level_and_an_unreadable_file(city_folder, tmp_path, models, capsys):
@@ -282,3 +284,110 @@ def test_predict_and_the_evaluation_give_the_same_prediction_with_non_default_me
     # and with the default threshold the regions differ: the setting reached both
     spec0 = TwoLevelSpec(RegionSelection(3, 0.5, 0.0), spec.ks, spec.entropy_threshold, spec.boxes, spec.criterion, 5)
     assert evaluate_two_level(_Frames(files), gt, trained, hard, spec0).regions["merged_hdm"] != counts
+
+
+# ---------------------------------------------------------------- what a user is told and shown
+
+STREET = Path("/work/shared/fixtures/street_day_1024x512.png")  # a real photo, where the machine has it
+
+
+def _with_record(models: Path, dest: Path, synthetic) -> Path:
+    """A copy of ``models`` whose image model says what it was trained on (as fit_seg_model saves it)."""
+    import shutil
+
+    from nightlab.models.store import TRAINED_ON
+
+    shutil.copytree(models, dest)
+    cfg = json.loads((dest / "image/config.json").read_text())
+    cfg[TRAINED_ON] = {"data.synthetic": synthetic, "data.sources": [], "splits.train": ["*/train/*"]}
+    (dest / "image/config.json").write_text(json.dumps(cfg))
+    return dest
+
+
+def _warnings(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("warning:")]
+
+
+def test_training_params_saved_with_a_trained_model_name_its_data(tmp_path):
+    from flows.training import fit_seg_model
+    from nightlab.config import load_profile
+    from nightlab.models.store import TRAINED_ON, load_state
+
+    p = load_profile(ROOT / "profiles/tiny.yaml")
+    outputs = (tmp_path / "image", tmp_path / "c.csv")
+    fit_seg_model(p, p.image_model, lambda device: None, tmp_path / "ckpt", {}, outputs, "image model")
+    record = load_state(tmp_path / "image")[1][TRAINED_ON]
+    assert record["data.synthetic"]["height"] == 64 and record["splits.train"] == [str(s) for s in p.splits.train]
+
+
+def test_predict_warns_once_when_the_models_were_trained_on_synthetic_data(tmp_path, models, capsys):
+    img = _png(tmp_path / "in" / "a.png")
+    synthetic = _with_record(models, tmp_path / "synthetic", {"version": 3, "height": 64, "width": 128})
+    assert _predict(synthetic, img, "--out", tmp_path / "out") == 0
+    warned = _warnings(capsys.readouterr().err)
+    assert len(warned) == 1 and "synthetic data only" in warned[0] and "data.synthetic" in warned[0], warned
+    real = _with_record(models, tmp_path / "real", None)  # data.synthetic: null
+    assert _predict(real, img, "--out", tmp_path / "out2") == 0
+    assert _warnings(capsys.readouterr().err) == []
+    assert _predict(models, img, "--out", tmp_path / "out3") == 0  # no record: nothing claimed
+    assert _warnings(capsys.readouterr().err) == []
+
+
+def test_models_of_an_older_run_are_judged_by_its_dvc_lock(tmp_path):
+    from nightlab.predict import synthetic_warning
+
+    (tmp_path / "models/image").mkdir(parents=True)
+    (tmp_path / "models/image/config.json").write_text(json.dumps(SEG))
+    lock = tmp_path / "dvc.lock"
+    lock.write_text("schema: '2.0'\nstages:\n  prepare_data:\n    params:\n      params.yaml:\n        data:\n"
+                    "          synthetic: {height: 64}\n          sources: {}\n")
+    assert "synthetic data only" in synthetic_warning(tmp_path / "models", lock)
+    assert synthetic_warning(tmp_path / "models") is None
+
+
+def test_colour_and_overlay_carry_a_legend_and_each_region_its_score(tmp_path):
+    """The legend names every predicted class beside its colour; each drawn region has its score."""
+    from nightlab.viz import draw_boxes, legend_entries, overlay
+
+    merged = np.zeros((60, 80), np.uint8)
+    merged[:, 40:] = CLASS_NAMES.index("car")
+    merged[:10, :10] = CLASS_NAMES.index("pole")
+    img = _png(tmp_path / "in.png", *merged.shape)
+    boxes, scores = np.array([[20.0, 30, 50, 55]]), np.array([0.87])
+
+    def fake(image):
+        return Prediction(image=merged, merged=merged, boxes=boxes, scores=scores)
+
+    assert predict_files(plan_predictions([img], tmp_path / "out"), fake, progress=False) == []
+    assert [CLASS_NAMES[c] for c, _ in legend_entries(merged)] == ["car", "road", "pole"]
+    color = read_image(tmp_path / "out/in_color.png")
+    assert color.shape[1] > 80 and np.array_equal(color[:60, :80], colorize(merged))
+    legend = color[:, 80:].reshape(-1, 3)
+    for name in ("car", "road", "pole"):  # a swatch of each predicted class's colour
+        assert (legend == PALETTE[CLASS_NAMES.index(name)]).all(1).sum() >= 20, name
+    assert not (legend == PALETTE[CLASS_NAMES.index("bus")]).all(1).any()
+    shown = read_image(tmp_path / "out/in_overlay.png")
+    plain = draw_boxes(overlay(read_image(img), merged), boxes)
+    with_score = draw_boxes(overlay(read_image(img), merged), boxes, labels=["0.87"])
+    assert not np.array_equal(plain, with_score)
+    assert np.array_equal(shown[:60, :80], with_score) and shown.shape[1] > 80
+
+
+def test_two_level_keeps_each_regions_detector_score(tmp_path, models):
+    pred = _two_level(models, models / "hard.json", max_regions=3)(read_image(_png(tmp_path / "a.png")))
+    assert pred.scores is not None and len(pred.scores) == len(pred.boxes) > 0
+    assert ((pred.scores >= 0) & (pred.scores <= 1)).all() and (np.diff(pred.scores) <= 0).all()
+
+
+def test_predict_on_a_real_street_photo(tmp_path, models, capsys):
+    if not STREET.is_file():
+        pytest.skip(f"{STREET} not on this machine: the real-photo check did not run")
+    synthetic = _with_record(models, tmp_path / "synthetic", {"version": 3})
+    assert _predict(synthetic, STREET, "--out", tmp_path / "out") == 0
+    assert len(_warnings(capsys.readouterr().err)) == 1
+    photo = read_image(STREET)
+    for kind in ("color", "overlay"):
+        shown = read_image(tmp_path / "out" / f"{STREET.stem}_{kind}.png")
+        assert shown.shape[0] >= photo.shape[0] and shown.shape[1] > photo.shape[1], kind
+    train_ids = read_label(tmp_path / "out" / f"{STREET.stem}_trainIds.png")
+    assert train_ids.shape == photo.shape[:2]

@@ -65,6 +65,18 @@ def seg_config(cfg) -> dict:
                                             "prior_temperature") if hasattr(cfg, k)}}
 
 
+TRAINED_ON = "trained_on"  # config.json key: the data params the model was trained with (training_data)
+
+
+def training_data(p) -> dict:
+    """What a model was trained on, from the run's params: ``data.synthetic`` (the generator's settings,
+    None without synthetic data), the names of ``data.sources`` and ``splits.train``. Saved in the model's
+    config.json under :data:`TRAINED_ON`, so that whoever uses the model (``nightlab predict``) can tell."""
+    synthetic = p.data.synthetic
+    return {"data.synthetic": None if synthetic is None else synthetic.model_dump(mode="json"),
+            "data.sources": sorted(p.data.sources), "splits.train": [str(s) for s in p.splits.train]}
+
+
 def seg_from_config(cfg: dict) -> torch.nn.Module:
     """The untrained network of a :func:`seg_config` dict (a PriorRefiner around it with ``prior: image``)."""
     net = SegModel(cfg["backbone"], cfg["num_classes"], cfg["decoder_channels"], cfg["light_adaptation"])
