@@ -92,8 +92,10 @@ def test_every_bad_file_is_reported_in_one_pass(folder_project, stage_env):
         img.write_bytes(img.read_bytes()[:100])
     bad_mask = data / "masks" / "val" / "img_1.png"
     cv2.imwrite(str(bad_mask), np.full((48, 64), 77, np.uint8))
+    empty = data / "masks" / "train" / "img_1.png"  # an interrupted copy: cv2.imdecode raises on no bytes
+    empty.write_bytes(b"")
     res = _prepare(proj, stage_env)
-    _assert_user_error(res, "3 bad file(s)", *map(str, cut), str(bad_mask), "encoding")
+    _assert_user_error(res, "4 bad file(s)", *map(str, cut), str(bad_mask), "encoding", f"{empty}: empty file")
     assert _digests(proj) == before
 
 

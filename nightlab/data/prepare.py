@@ -63,12 +63,14 @@ def refuse_unlabelled(df: pd.DataFrame, counts: np.ndarray) -> None:
     """Refuse a source/split/domain whose masks are all ignore (255): scored, every IoU would be NaN and no
     class could be hard; trained on, nothing would be learnt. Splits select rows by source/split/domain, so
     every non-empty selection then has labelled pixels."""
-    empty = [f"{src}/{split}/{dom} ({len(idx)} masks)"
+    empty = {(src, split, dom): len(idx)
              for (src, split, dom), idx in df.groupby(["source", "split", "domain"]).groups.items()
-             if not counts[np.asarray(idx)].any()]
+             if not counts[np.asarray(idx)].any()}
     if empty:
-        raise DataError(f"every label pixel is ignore (255) in split(s) {', '.join(sorted(empty))}: nothing to "
-                        "train or score on there; check the source's encoding, or leave the split out of its splits")
+        named = ", ".join(f"{s}/{sp}/{d} ({n} mask{'s' if n > 1 else ''})" for (s, sp, d), n in sorted(empty.items()))
+        where = " or ".join(f"data.sources.{s}.splits" for s in sorted({s for s, _, _ in empty}))
+        raise DataError(f"every label pixel is ignore (255) in split(s) {named}: nothing to train or score on "
+                        f"there; check the source's encoding, or leave the split out of {where}")
 
 
 def class_frequency(df: pd.DataFrame, counts: np.ndarray) -> pd.DataFrame:
