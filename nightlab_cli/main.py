@@ -288,6 +288,22 @@ def cmd_confirm(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from nightlab.compare import WORKSPACE, read_revision, render
+    from nightlab.errors import DataError
+
+    root = _enter_project()
+    revs = args.revs or [WORKSPACE, "HEAD"]
+    try:
+        revisions = [read_revision(root, rev) for rev in revs]
+    except DataError as err:
+        return _fail(str(err))
+    if not any(r.metrics for r in revisions):
+        return _fail(f"no reports/metrics.json at {', '.join(revs)}: run the pipeline (make repro) first")
+    sys.stdout.write(render(revisions))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import subprocess
 
@@ -385,6 +401,11 @@ COMMANDS: list[Command] = [
         arg("--data-seed", type=int, required=True, help="the data seed of the fresh split (not data.seed)"),
         arg("--scenes", type=int, default=None, help="scenes to generate (default: data.synthetic.test)"),
         arg("--out", default="reports/confirm", help="output directory (default: %(default)s)"),
+    ]),
+    Command("compare", "headline mIoU and hard-class mIoU in percent, with their intervals, of revisions side by side",
+            cmd_compare, [
+        arg("revs", nargs="*", metavar="rev", help="git revisions or DVC experiment names, or workspace "
+            "(default: workspace HEAD); the first is the one the changes are measured from"),
     ]),
     Command("bench", "run the benchmarks (benches/), writing benches/RESULTS.md", cmd_bench, [
         arg("--quick", action="store_true", help="tiny sizes: a smoke check"),

@@ -51,7 +51,9 @@ def stop(proc):
 
 
 def test_every_subcommand_has_help(capsys):
-    for argv in (["--help"], *([c, "--help"] for c in ("run", "schedule", "stages"))):
+    from nightlab_cli.main import COMMANDS
+
+    for argv in (["--help"], *([c.name, "--help"] for c in COMMANDS)):
         with pytest.raises(SystemExit) as exit_:
             nightlab_main(argv)
         assert exit_.value.code == 0
