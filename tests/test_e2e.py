@@ -172,9 +172,14 @@ def test_threshold_sweep_with_dvc_queue_and_report(run_copy, stage_env):
     prov = json.loads((proj / "reports/sweep/provenance.json").read_text())
     assert f"`{prov['git_rev']}`" in md and len(prov["dvc_lock_md5"]) == 32
     assert "current  reports/sweep" in run([BIN / "nightlab", "report", "status"], proj, stage_env).stdout
-    (proj / "reports/sweep/provenance.json").write_text(json.dumps({**prov, "dvc_lock_md5": "0" * 32}))
+    # Judged on the stages it used, as recorded with it: one of them measured with another threshold.
+    assert {"select_hard_classes", "evaluate_merged"} <= set(prov["stages"])
+    then = json.loads(json.dumps(prov))
+    then["stages"]["select_hard_classes"]["params"]["hard_classes.threshold"] = 0.99
+    (proj / "reports/sweep/provenance.json").write_text(json.dumps(then))
     stale = run([BIN / "nightlab", "report", "status"], proj, stage_env, check=False)
     assert stale.returncode == 1 and "STALE    reports/sweep" in stale.stdout
+    assert "select_hard_classes" in stale.stdout and "hard_classes.threshold 0.99 -> 0.3" in stale.stdout
     (proj / "reports/sweep/provenance.json").write_text(json.dumps(prov))
     commit(proj, "sweep")
 
