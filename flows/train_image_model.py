@@ -43,8 +43,11 @@ INFERENCE_ONLY = ("window",)  # image_model keys this stage does not read (tests
 # What training depends on: the checkpoint key (a resumed run must have trained with the same values).
 TRAINING_KEYS = tuple(f"image_model.{k}" for k in ImageModelConfig.model_fields
                       if k not in (*INFERENCE_ONLY, "external"))
+# data.synthetic and data.sources: saved with the model (what it was trained on: nightlab predict warns
+# on synthetic-trained models); they change data/prepared whenever they change, so they rerun nothing more.
 PARAMS = ("seed", "device", "splits.train",
-          *(f"image_model.{k}" for k in ImageModelConfig.model_fields if k not in INFERENCE_ONLY), "distributed")
+          *(f"image_model.{k}" for k in ImageModelConfig.model_fields if k not in INFERENCE_ONLY), "distributed",
+          "data.synthetic", "data.sources")
 
 
 def train(p, model_dir: Path, curve_csv: Path) -> dict:

@@ -51,7 +51,7 @@ WRITES = (REGION_MODEL, plot(REGION_REPORTS / "crop_iou.png"), metric(REGION_REP
           REGION_REPORTS / "train_curve.csv", plot(REGION_REPORTS / "train_curve.png"), REGION_REPORTS / "crop_iou.csv",
           compute_file("train_region_model"))
 PARAMS = ("seed", "device", "splits.train", "splits.select", "region_model", "merge.batch_size", "distributed",
-          "image_model.window")
+          "image_model.window", "data.synthetic", "data.sources")  # the data two: saved with the model
 CKPT = CHECKPOINTS / "region"
 
 
