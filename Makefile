@@ -3,11 +3,13 @@
 #   make test       install (first time), then lint (ruff) and run the whole test suite (CI runs this)
 # For the inner loop:
 #   make test-fast  lint and the unit tests only: no end-to-end run, no multi-process training
+#   make browser    Debian's chromium for the Prefect UI test (tests/test_prefect_ui.py), when root;
+#                   `make test` runs it first, and without a browser that test skips, saying why
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: repro test test-fast lint bench install
+.PHONY: repro test test-fast lint bench install browser
 
 install: $(STAMP)
 
@@ -23,7 +25,14 @@ repro: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: lint
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium \
+	    >/dev/null) || echo "make browser: apt-get could not install chromium; the Prefect UI test will skip"; \
+	else echo "make browser: no chromium and not root; the Prefect UI test will skip"; fi
+
+test: lint browser
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -q -rs
 
 test-fast: lint

@@ -2,13 +2,15 @@
 (flows/dvc_yaml.py) writes dvc.yaml from these declarations, each flow's ``READS`` and ``PARAMS``,
 and its import closure.
 
+Plots are PNG images drawn by the stages (nightlab.viz), so that ``dvc plots show`` works offline.
+
 Every output is ``persist: true`` (a stage's outputs change together or not at all:
 flows.common.StageOutputs, so DVC must not delete them before the stage runs). Outputs under
 ``reports/`` are committed to git and not cached by DVC; everything else is cached.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 GIT_TRACKED = Path("reports")
@@ -19,7 +21,6 @@ class Output:
     path: Path
     kind: str = "outs"  # outs | metrics | plots: the dvc.yaml list it goes in
     cache: bool | None = None  # None: by the rule above
-    plot: dict = field(default_factory=dict)  # dvc plot properties (x, y, template)
 
     @property
     def cached(self) -> bool:
@@ -35,9 +36,13 @@ def metric(path: str | Path) -> Output:
     return Output(Path(path), "metrics")
 
 
-def plot(path: str | Path, **props) -> Output:
-    """A CSV for ``dvc plots``; ``props``: x, y, template."""
-    return Output(Path(path), "plots", plot=props)
+def plot(path: str | Path) -> Output:
+    """A figure the stage draws (PNG), for ``dvc plots show/diff``. Images only: DVC renders a CSV plot
+    with Vega, which its HTML page loads from a CDN, so offline it stays blank; an image is copied into
+    the page as it is. The table behind a figure is a plain output (a CSV under reports/)."""
+    if Path(path).suffix.lower() != ".png":
+        raise ValueError(f"{path}: a plot is a PNG the stage draws (Vega plots need a CDN); declare tables as outs")
+    return Output(Path(path), "plots")
 
 
 def outputs(writes) -> list[Output]:

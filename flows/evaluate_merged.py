@@ -67,11 +67,10 @@ from nightlab.viz import draw_boxes, overlay, plot_grouped_iou, save_grid
 READS = (MANIFEST, PREPARED, BOXES, HARD_CLASSES, HARD_SET, IMAGE_MODEL, REGION_MODEL, RDN_MODEL, HDM_MODEL,
          RDN_REPORTS / "metrics.json", REGION_REPORTS / "metrics.json", HDM_REPORTS / "metrics.json", COMPUTE,
          BASELINE_DATA, BASELINE_REPORTS)
-WRITES = (REPORTS / "README.md", MERGED_REPORTS / "panel.png", MERGED_REPORTS / "per_class_iou.png",
-          MERGED_REPORTS / "confusion_hdm.png", MERGED_REPORTS / "confusion_hdm.csv", MERGED_REPORTS / "k_curve.png",
-          CONFUSIONS, metric(METRICS), plot(MERGED_REPORTS / "per_class_iou.csv"),
-          plot(MERGED_REPORTS / "k_curve.csv", x="k", y="mIoU"), metric(COMPUTE_TOTAL),
-          plot(MERGED_REPORTS / "merge_rules.csv"))
+WRITES = (REPORTS / "README.md", MERGED_REPORTS / "panel.png", plot(MERGED_REPORTS / "per_class_iou.png"),
+          plot(MERGED_REPORTS / "confusion_hdm.png"), MERGED_REPORTS / "confusion_hdm.csv",
+          plot(MERGED_REPORTS / "k_curve.png"), CONFUSIONS, metric(METRICS), MERGED_REPORTS / "per_class_iou.csv",
+          MERGED_REPORTS / "k_curve.csv", metric(COMPUTE_TOTAL), MERGED_REPORTS / "merge_rules.csv")
 PARAMS = ("device", "merge", "evaluation", "boxes", "hdm.criterion", "splits.select", "splits.report",
           "image_model.window", "baselines")
 

@@ -19,6 +19,7 @@ from flows.common import (
     stage_main,
     task_results,
 )
+from flows.declare import plot
 from flows.paths import BOX_REPORTS, BOXES, MANIFEST, PREPARED
 from nightlab.boxes import boxes_from_labels
 from nightlab.config import BoxesConfig
@@ -27,7 +28,7 @@ from nightlab.io import write_table
 from nightlab.viz import plot_box_sizes
 
 READS = (MANIFEST, PREPARED)
-WRITES = (BOXES, BOX_REPORTS / "boxes_per_class.csv", BOX_REPORTS / "box_sizes.png")
+WRITES = (BOXES, BOX_REPORTS / "boxes_per_class.csv", plot(BOX_REPORTS / "box_sizes.png"))
 PARAMS = ("boxes",)
 SHARD = 32
 

@@ -64,10 +64,12 @@ from nightlab.regions import views
 from nightlab.train import Run, empty_curve, fit, mean_loss, seed_everything
 from nightlab.trained import Detector, TrainedModels
 from nightlab.variants import DETECTORS
+from nightlab.viz import plot_curve
 
 READS = (MANIFEST, PREPARED, BOXES, HARD_SET, IMAGE_MODEL, REGION_MODEL, RDN_MODEL)
 WRITES = (HDM_PROPOSALS, HDM_MODEL, metric(HDM_REPORTS / "metrics.json"),
-          plot(HDM_REPORTS / "finetune_curve.csv", x="iter", y="loss"), compute_file("hdm_relabel_retrain"))
+          HDM_REPORTS / "finetune_curve.csv", plot(HDM_REPORTS / "finetune_curve.png"),
+          compute_file("hdm_relabel_retrain"))
 PARAMS = ("seed", "device", "splits.train", "splits.select", "hdm", "rdn.train", "image_model.window", "merge.rule",
           "merge.margin")
 CKPT = CHECKPOINTS / "hdm"
@@ -167,6 +169,7 @@ def hdm_relabel_retrain(p) -> dict:
         write_json(out(compute_file("hdm_relabel_retrain")), compute)
         write_table(table, parquet=out(HDM_PROPOSALS))
         write_table(curve, csv=out(HDM_REPORTS / "finetune_curve.csv"))
+        plot_curve(curve, out(HDM_REPORTS / "finetune_curve.png"), "HDM: RDN fine-tuned on relabelled proposals, loss")
         save_model(out(HDM_MODEL, directory=True), rdn, rcfg)
         write_json(out(HDM_REPORTS / "metrics.json"), metrics)
     log.info(f"HDM metrics: {metrics}")

@@ -8,7 +8,7 @@ import pandas as pd
 from prefect import get_run_logger
 
 from flows.common import StageOutputs, stage_flow, stage_main
-from flows.declare import metric, out
+from flows.declare import metric, out, plot
 from flows.paths import IMAGE_IOU, IMAGE_METRICS, IMAGE_MODEL, IMAGE_REPORTS, MANIFEST, PREPARED
 from nightlab.data.manifest import read_manifest
 from nightlab.device import pick_device
@@ -20,7 +20,7 @@ from nightlab.trained import TrainedModels
 from nightlab.viz import plot_grouped_iou
 
 READS = (MANIFEST, PREPARED, IMAGE_MODEL)
-WRITES = (out(IMAGE_IOU, cache=True), IMAGE_REPORTS / "per_class_iou.csv", IMAGE_REPORTS / "per_class_iou.png",
+WRITES = (out(IMAGE_IOU, cache=True), IMAGE_REPORTS / "per_class_iou.csv", plot(IMAGE_REPORTS / "per_class_iou.png"),
           metric(IMAGE_METRICS))
 PARAMS = ("device", "splits.select", "splits.report", "image_model.window")
 

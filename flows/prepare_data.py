@@ -28,7 +28,7 @@ from flows.common import (
     stage_main,
     task_results,
 )
-from flows.declare import metric
+from flows.declare import metric, plot
 from flows.paths import DATA_REPORTS, MANIFEST, PREPARED, SOURCES, source_fragment
 from nightlab.config import SYNTHETIC
 from nightlab.data.manifest import read_manifest, write_manifest
@@ -39,7 +39,7 @@ from nightlab.labels import IGNORE
 from nightlab.viz import plot_class_frequency, save_grid
 
 READS = (SOURCES,)
-WRITES = (PREPARED, MANIFEST, DATA_REPORTS / "class_frequency.csv", DATA_REPORTS / "class_frequency.png",
+WRITES = (PREPARED, MANIFEST, DATA_REPORTS / "class_frequency.csv", plot(DATA_REPORTS / "class_frequency.png"),
           DATA_REPORTS / "samples.png", metric(DATA_REPORTS / "summary.json"))
 PARAMS = ("data",)
 

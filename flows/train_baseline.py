@@ -43,12 +43,13 @@ from nightlab.models.loss import make_loss
 from nightlab.models.store import save_model, seg_config
 from nightlab.train import Run, fit, seed_everything
 from nightlab.trained import TrainedModels
+from nightlab.viz import plot_curve
 
 FOREACH = "${baselines}"
 READS = (MANIFEST, PREPARED, *(compute_file(s) for s in TRAINING_STAGES))
 WRITES = (baseline_model("${key}"), baseline_confusions("${key}"), metric(baseline_reports("${key}") / "metrics.json"),
-          baseline_reports("${key}") / "compute.json", plot(baseline_reports("${key}") / "train_curve.csv", x="iter",
-                                                              y="loss"))
+          baseline_reports("${key}") / "compute.json", baseline_reports("${key}") / "train_curve.csv",
+          plot(baseline_reports("${key}") / "train_curve.png"))
 PARAMS = ("baselines.${key}", "seed", "device", "splits.train", "splits.select", "splits.report",
           "image_model.backbone", "image_model.pretrained", "image_model.decoder_channels",
           "image_model.light_adaptation", "image_model.night_aware_loss", "image_model.dark_weight",
@@ -97,6 +98,8 @@ def train_baseline(p, name: str) -> dict:
         write_json(out(baseline_reports(name) / "metrics.json"), metrics)
         write_json(out(baseline_reports(name) / "compute.json"), {**training_record(step, steps), "budget": budget})
         write_table(curve, csv=out(baseline_reports(name) / "train_curve.csv"))
+        plot_curve(curve, out(baseline_reports(name) / "train_curve.png"),
+                   f"Baseline {name}: image model alone at scale {cfg.image_scale}, training loss")
     log.info(f"baseline {name}: mIoU {metrics['baseline.select.mIoU']:.4f} (select), "
              f"{metrics['baseline.report.mIoU']:.4f} (report)")
     return metrics

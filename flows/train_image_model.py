@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 from prefect import get_run_logger
 
 from flows.common import StageOutputs, params_of, stage_flow, stage_inputs, stage_main
@@ -32,17 +33,21 @@ from nightlab.distributed import launch
 from nightlab.io import write_json, write_table
 from nightlab.models.store import import_image_model
 from nightlab.train import empty_curve
+from nightlab.viz import plot_curve
 
 READS = (MANIFEST, PREPARED)
-WRITES = (IMAGE_MODEL, plot(IMAGE_REPORTS / "train_curve.csv", x="iter", y="loss"),
+WRITES = (IMAGE_MODEL, IMAGE_REPORTS / "train_curve.csv", plot(IMAGE_REPORTS / "train_curve.png"),
           compute_file("train_image_model"))
 CKPT = CHECKPOINTS / "image"
 INFERENCE_ONLY = ("window",)  # image_model keys this stage does not read (tests/test_dvc_yaml.py checks)
 # What training depends on: the checkpoint key (a resumed run must have trained with the same values).
 TRAINING_KEYS = tuple(f"image_model.{k}" for k in ImageModelConfig.model_fields
                       if k not in (*INFERENCE_ONLY, "external"))
+# data.synthetic and data.sources: saved with the model (what it was trained on: nightlab predict warns
+# on synthetic-trained models); they change data/prepared whenever they change, so they rerun nothing more.
 PARAMS = ("seed", "device", "splits.train",
-          *(f"image_model.{k}" for k in ImageModelConfig.model_fields if k not in INFERENCE_ONLY), "distributed")
+          *(f"image_model.{k}" for k in ImageModelConfig.model_fields if k not in INFERENCE_ONLY), "distributed",
+          "data.synthetic", "data.sources")
 
 
 def train(p, model_dir: Path, curve_csv: Path) -> dict:
@@ -69,6 +74,7 @@ def use_external(p, log) -> dict:
     with StageOutputs() as staged:
         config = import_image_model(cfg.external, staged(IMAGE_MODEL, directory=True), cfg.image_scale, device)
         write_table(empty_curve(), csv=staged(IMAGE_REPORTS / "train_curve.csv"))
+        plot_curve(empty_curve(), staged(IMAGE_REPORTS / "train_curve.png"), f"Image model: {cfg.external}")
         write_json(staged(compute_file("train_image_model")), training_record(0.0, 0))  # trained elsewhere
     log.info(f"{cfg.external}: {config['arch']} model checked on {device} and written to {IMAGE_MODEL} "
              f"(md5 {', '.join(config['external']['md5'].values())})")
@@ -86,6 +92,8 @@ def train_image_model(p) -> dict:
     with StageOutputs() as staged:
         out = launch(train, p, staged(IMAGE_MODEL, directory=True), staged(IMAGE_REPORTS / "train_curve.csv"), cfg=d)
         write_json(staged(compute_file("train_image_model")), out["compute"])
+        plot_curve(pd.read_csv(staged(IMAGE_REPORTS / "train_curve.csv")), staged(IMAGE_REPORTS / "train_curve.png"),
+                   f"Image model Φ^I ({cfg.backbone}, scale {cfg.image_scale}): training loss")
     log.info(f"done on {out['samples']} images ({out['device']}): final loss {out['final_loss']:.4f}, "
              f"loss drop {out['drop']:.1%}")
     return {"final_loss": out["final_loss"]}

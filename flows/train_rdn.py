@@ -37,9 +37,11 @@ from nightlab.models.segnet import SegModel
 from nightlab.models.store import load_image_model, save_model
 from nightlab.train import Run, fit, seed_everything
 from nightlab.trained import Detector
+from nightlab.viz import plot_curve
 
 READS = (MANIFEST, PREPARED, BOXES, HARD_SET, IMAGE_MODEL)
-WRITES = (RDN_MODEL, metric(RDN_REPORTS / "metrics.json"), plot(RDN_REPORTS / "train_curve.csv", x="iter", y="loss"),
+WRITES = (RDN_MODEL, metric(RDN_REPORTS / "metrics.json"), RDN_REPORTS / "train_curve.csv",
+          plot(RDN_REPORTS / "train_curve.png"),
           compute_file("train_rdn"))
 PARAMS = ("seed", "device", "splits.train", "splits.select", "rdn")
 CKPT = CHECKPOINTS / "rdn"
@@ -80,6 +82,7 @@ def train_rdn(p) -> dict:
     with StageOutputs() as out:
         save_model(out(RDN_MODEL, directory=True), model, rdn_config(cfg, anchors, icfg))
         write_table(curve, csv=out(RDN_REPORTS / "train_curve.csv"))
+        plot_curve(curve, out(RDN_REPORTS / "train_curve.png"), f"RDN ({cfg.backbone}): RPN training loss")
         write_json(out(compute_file("train_rdn")), training_record(curve.attrs["step_flops"], cfg.train.iters))
         write_json(out(RDN_REPORTS / "metrics.json"), metrics)
     log.info(f"RDN recall on {', '.join(map(str, p.splits.select))}: {metrics}")

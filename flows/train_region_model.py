@@ -44,15 +44,14 @@ from nightlab.metrics import headline, subset_miou
 from nightlab.models.segnet import SegModel, segmentation_net
 from nightlab.regions import CropRule, views
 from nightlab.trained import TrainedModels
-from nightlab.viz import plot_grouped_iou
+from nightlab.viz import plot_curve, plot_grouped_iou
 
 READS = (MANIFEST, PREPARED, BOXES, HARD_SET, IMAGE_MODEL)
-WRITES = (REGION_MODEL, REGION_REPORTS / "crop_iou.png", metric(REGION_REPORTS / "metrics.json"),
-          plot(REGION_REPORTS / "train_curve.csv", x="iter", y="loss"),
-          plot(REGION_REPORTS / "crop_iou.csv", template="bar_horizontal", x="region", y="class_name"),
+WRITES = (REGION_MODEL, plot(REGION_REPORTS / "crop_iou.png"), metric(REGION_REPORTS / "metrics.json"),
+          REGION_REPORTS / "train_curve.csv", plot(REGION_REPORTS / "train_curve.png"), REGION_REPORTS / "crop_iou.csv",
           compute_file("train_region_model"))
 PARAMS = ("seed", "device", "splits.train", "splits.select", "region_model", "merge.batch_size", "distributed",
-          "image_model.window")
+          "image_model.window", "data.synthetic", "data.sources")  # the data two: saved with the model
 CKPT = CHECKPOINTS / "region"
 
 
@@ -113,6 +112,8 @@ def train_region_model(p) -> dict:
         model_dir = out(REGION_MODEL, directory=True)
         trained = launch(train, p, model_dir, out(REGION_REPORTS / "train_curve.csv"), cfg=p.distributed)
         write_json(out(compute_file("train_region_model")), trained["compute"])
+        plot_curve(pd.read_csv(out(REGION_REPORTS / "train_curve.csv")), out(REGION_REPORTS / "train_curve.png"),
+                   f"Region model Φ^R ({cfg.backbone}, {cfg.region_size} px views): training loss")
         crops = trained["samples"]
         if crops == 0:
             log.warning("no hard-class boxes to train on: saved the untrained region model (merging changes nothing)")

@@ -145,6 +145,31 @@ def plot_grouped_iou(table: pd.DataFrame, columns: list[str], path: str | Path, 
     save_fig(fig, path)
 
 
+def plot_curve(curve: pd.DataFrame, path: str | Path, title: str, x: str = "iter") -> None:
+    """A training curve as a PNG (what ``dvc plots`` shows of it): every ``*loss*`` column against ``x``,
+    and the learning rate on a second axis when the curve has one. An empty curve (a model trained
+    elsewhere, or nothing to train on) gives a figure that says so."""
+    fig, ax = new_figure(7, 3.2)
+    losses = [c for c in curve.columns if "loss" in c and c != x]
+    data = curve.apply(pd.to_numeric, errors="coerce") if len(curve) else curve
+    if not len(data) or not losses:
+        ax.text(0.5, 0.5, "no training steps (an external model, or nothing to train on)", ha="center",
+                va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+    else:
+        for c in losses:
+            ax.plot(data[x], data[c], label=c, lw=1.2)
+        ax.set_xlabel(x)
+        ax.set_ylabel("loss")
+        if "lr" in data.columns and data["lr"].notna().any():
+            lr = ax.twinx()
+            lr.plot(data[x], data["lr"], color="grey", lw=0.8, ls=":", label="lr")
+            lr.set_ylabel("learning rate", color="grey")
+        ax.legend(fontsize=8, loc="upper right")
+    ax.set_title(title)
+    save_fig(fig, path)
+
+
 def plot_box_sizes(boxes: pd.DataFrame, path: str | Path) -> None:
     """Box plot of sqrt(object area) per class: how small each class is in native pixels."""
     fig, ax = new_figure(11, 4)

@@ -149,30 +149,69 @@ def cmd_export(args: argparse.Namespace) -> int:
 PROVENANCE = "provenance.json"
 
 
-def _provenance() -> dict:
-    """Which committed run an experiment report belongs to: HEAD and the md5 of dvc.lock."""
-    import hashlib
+def _provenance(uses: tuple[str, ...] = ()) -> dict:
+    """Which run an experiment report belongs to: HEAD, the md5 of dvc.lock and, for a report made from
+    the metrics files ``uses``, those files and the dvc.lock entries of the stages behind them
+    (nightlab.provenance.snapshot), against which ``nightlab report status`` judges it."""
     import subprocess
+
+    from nightlab.provenance import lock_md5, snapshot
 
     rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or None
     lock = Path("dvc.lock")
-    return {"git_rev": rev, "dvc_lock_md5": hashlib.md5(lock.read_bytes()).hexdigest() if lock.is_file() else None}
+    prov = {"git_rev": rev, "dvc_lock_md5": lock_md5(lock.read_bytes()) if lock.is_file() else None}
+    if uses:
+        prov.update(uses=list(uses), stages=snapshot(lock.read_text(), uses) if lock.is_file() else {})
+    return prov
+
+
+def _stages_then(path: Path, prov: dict) -> tuple[dict | None, str]:
+    """The dvc.lock stages a report was made against, and where they come from: its provenance, or
+    for an older report dvc.lock at the revision it names, when that file's md5 is the recorded one."""
+    import subprocess
+
+    from nightlab.provenance import REPORT_USES, lock_md5, snapshot
+
+    if "stages" in prov:
+        return prov["stages"], "its provenance"
+    uses = prov.get("uses") or REPORT_USES.get(path.parent.name, ("reports/metrics.json",))
+    rev = prov.get("git_rev")
+    shown = subprocess.run(["git", "show", f"{rev}:dvc.lock"], capture_output=True, text=True) if rev else None
+    if shown is None or shown.returncode != 0:
+        return None, f"revision {str(rev)[:10]} is not in this clone"
+    if lock_md5(shown.stdout) != prov.get("dvc_lock_md5"):
+        return None, f"it was made against an uncommitted dvc.lock (not the one at {rev[:10]})"
+    return snapshot(shown.stdout, uses), f"dvc.lock at {rev[:10]}"
 
 
 def _report_status() -> int:
-    """Every experiment report under reports/ with its provenance: current, or STALE when dvc.lock
-    (the default run it was measured against) has changed since. Exit 1 when any is stale."""
+    """Every experiment report under reports/ with its provenance: current, or STALE with what changed
+    since in the stages it used (params, outputs, code and inputs; nightlab.provenance). Exit 1 when any
+    is stale."""
     import json
 
-    now = _provenance()["dvc_lock_md5"]
+    from nightlab.provenance import changes, format_changes, lock_stages
+
+    lock = Path("dvc.lock")
+    now = lock_stages(lock.read_text()) if lock.is_file() else {}
     stale = 0
     found = sorted(Path("reports").rglob(PROVENANCE))
     for path in found:
         prov = json.loads(path.read_text())
-        ok = prov.get("dvc_lock_md5") == now
-        stale += not ok
-        print(f"{'current' if ok else 'STALE  '}  {path.parent}  (made at {str(prov.get('git_rev'))[:10]}, "
-              f"dvc.lock {str(prov.get('dvc_lock_md5'))[:10]}; now {str(now)[:10]})")
+        made = f"made at {str(prov.get('git_rev'))[:10]}"
+        then, source = _stages_then(path, prov)
+        if then is None:
+            stale += 1
+            print(f"STALE    {path.parent}  ({made}; cannot tell what changed: {source})")
+            continue
+        lines = changes(then, now)
+        stale += bool(lines)
+        if not lines:
+            print(f"current  {path.parent}  ({made}; the {len(then)} stages it used are unchanged in dvc.lock)")
+            continue
+        print(f"STALE    {path.parent}  ({made}; {len(lines)} of the {len(then)} stages it used changed since, "
+              f"per {source}):")
+        print("\n".join(format_changes(lines)))
     if not found:
         print("no experiment reports (reports/*/provenance.json) yet")
     return 1 if stale else 0
@@ -209,7 +248,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     exps = json.loads(res.stdout or "[]")
     out = Path(args.out or {"threshold-sweep": "reports/sweep", "seeds": "reports/seeds"}.get(args.kind,
                                                                                                 "reports/ablations"))
-    prov = _provenance()
+    prov = _provenance({"ablations": (IMAGE_METRICS.as_posix(), METRICS.as_posix())}.get(
+        args.kind, (METRICS.as_posix(),)))
     if args.kind == "ablations":
         table = ablation_table(exps, IMAGE_METRICS.as_posix())
         if len(table) < 2:

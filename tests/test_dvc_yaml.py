@@ -108,3 +108,47 @@ def test_the_models_layout_is_the_one_trained_models_reads():
     assert (IMAGE_MODEL, REGION_MODEL) == (MODELS / IMAGE, MODELS / REGION)
     assert (RDN_MODEL.name, HDM_MODEL.name, RDN_MODEL.parent, HDM_MODEL.parent) == ("rdn", "hdm", MODELS, MODELS)
     assert Path("models") == MODELS
+
+
+def _plots(dvc: dict) -> list:
+    """Every plots entry of dvc.yaml: the stages' (a foreach stage's ``do``) and the top-level ones."""
+    entries = list(dvc.get("plots") or [])
+    for entry in dvc["stages"].values():
+        entries += (entry.get("do") or entry).get("plots") or []
+    return entries
+
+
+def test_every_plot_is_an_image_the_stage_draws():
+    """`dvc plots show` renders a CSV plot with Vega from a CDN (blank offline); a PNG is copied into the
+    page as it is. Every declared plot is a PNG with no Vega properties, and every training curve has one."""
+    dvc = yaml.safe_load(render())
+    entries = _plots(dvc)
+    assert entries
+    for e in entries:
+        (path, props), = (e.items() if isinstance(e, dict) else [(e, {})])
+        assert path.endswith(".png") and not {"x", "y", "template"} & set(props or {}), e
+    paths = {next(iter(e)) if isinstance(e, dict) else e for e in entries}
+    for curve in ("reports/image/train_curve", "reports/rdn/train_curve", "reports/region/train_curve",
+                  "reports/hdm/finetune_curve", "reports/baselines/${key}/train_curve"):
+        assert f"{curve}.png" in paths, curve
+    assert {"reports/merged/per_class_iou.png", "reports/merged/k_curve.png"} <= paths
+
+
+def test_a_table_cannot_be_declared_as_a_plot():
+    from flows.declare import plot
+
+    with pytest.raises(ValueError, match="PNG"):
+        plot("reports/merged/k_curve.csv")
+
+
+def test_the_curve_png_is_written_from_a_training_curve(tmp_path):
+    import pandas as pd
+
+    from nightlab.train import empty_curve
+    from nightlab.viz import plot_curve
+
+    curve = pd.DataFrame({"iter": [10, 20, 30], "epoch": [0, 0, 1], "loss": [0.9, 0.7, 0.6],
+                          "val_loss": [1.0, 0.8, 0.75], "lr": [1e-3, 9e-4, 8e-4]})
+    for name, data in (("curve.png", curve), ("empty.png", empty_curve())):
+        plot_curve(data, tmp_path / name, "test")
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

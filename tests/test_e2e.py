@@ -53,6 +53,10 @@ def test_full_repro_runs_every_stage_and_writes_reports(tiny_run):
     assert ((proposals.new_label == 1) <= (proposals.orig_positive & (proposals.v == 1))).all()
     for fig in ("reports/data/samples.png", "reports/merged/panel.png", "reports/merged/per_class_iou.png"):
         assert cv2.imread(str(proj / fig)) is not None, fig
+    # Every plot dvc.yaml declares is a PNG the stage drew (dvc plots show works offline).
+    lock = yaml.safe_load((proj / "dvc.lock").read_text())["stages"]
+    pngs = [o["path"] for s in lock.values() for o in s.get("outs", []) if o["path"].endswith("_curve.png")]
+    assert len(pngs) >= 5 and all(cv2.imread(str(proj / f)) is not None for f in pngs), pngs
     assert "| Method |" in (proj / "reports/README.md").read_text()
 
 
@@ -78,6 +82,10 @@ def test_predict_on_the_real_street_photo(tiny_run, tmp_path):
     res = run([BIN / "nightlab", "predict", STREET, "--out", tmp_path / "pred"], tiny_run.path, tiny_run.env)
     lab = cv2.imread(str(tmp_path / "pred" / f"{STREET.stem}_trainIds.png"), cv2.IMREAD_UNCHANGED)
     assert lab.shape == cv2.imread(str(STREET)).shape[:2] and lab.max() < 19, res.stdout
+    # The tiny run trained on the synthetic city, as its models' config.json records: one warning line.
+    assert [line for line in res.stderr.splitlines() if line.startswith("warning:")] == [
+        line for line in res.stderr.splitlines() if "synthetic data only" in line], res.stderr
+    assert "synthetic data only" in res.stderr
 
 
 def test_predict_odd_size_and_unreadable_file(tiny_run, tmp_path):
@@ -172,9 +180,14 @@ def test_threshold_sweep_with_dvc_queue_and_report(run_copy, stage_env):
     prov = json.loads((proj / "reports/sweep/provenance.json").read_text())
     assert f"`{prov['git_rev']}`" in md and len(prov["dvc_lock_md5"]) == 32
     assert "current  reports/sweep" in run([BIN / "nightlab", "report", "status"], proj, stage_env).stdout
-    (proj / "reports/sweep/provenance.json").write_text(json.dumps({**prov, "dvc_lock_md5": "0" * 32}))
+    # Judged on the stages it used, as recorded with it: one of them measured with another threshold.
+    assert {"select_hard_classes", "evaluate_merged"} <= set(prov["stages"])
+    then = json.loads(json.dumps(prov))
+    then["stages"]["select_hard_classes"]["params"]["hard_classes.threshold"] = 0.99
+    (proj / "reports/sweep/provenance.json").write_text(json.dumps(then))
     stale = run([BIN / "nightlab", "report", "status"], proj, stage_env, check=False)
     assert stale.returncode == 1 and "STALE    reports/sweep" in stale.stdout
+    assert "select_hard_classes" in stale.stdout and "hard_classes.threshold 0.99 -> 0.3" in stale.stdout
     (proj / "reports/sweep/provenance.json").write_text(json.dumps(prov))
     commit(proj, "sweep")
 

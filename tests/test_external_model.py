@@ -246,6 +246,7 @@ def test_train_image_model_stage_uses_the_external_model(tmp_path, monkeypatch):
     cfg = read_json(tmp_path / "models/image/config.json")
     assert cfg["arch"] == "torchscript" and cfg["external"]["md5"] == {"mine.pt": file_md5(src)}
     assert list(pd.read_csv(tmp_path / "reports/image/train_curve.csv").columns) == CURVE_COLUMNS
+    assert (tmp_path / "reports/image/train_curve.png").read_bytes()[:4] == b"\x89PNG"  # the plot dvc shows
     before = file_md5(tmp_path / "models/image" / TORCHSCRIPT_FILE)
 
     bad = _script(PixelWise(21).eval(), tmp_path / "bad.pt")

@@ -309,15 +309,21 @@ def _warnings(err: str) -> list[str]:
 
 
 def test_training_params_saved_with_a_trained_model_name_its_data(tmp_path):
+    from flows.common import declared_params
     from flows.training import fit_seg_model
     from nightlab.config import load_profile
+    from nightlab.config.view import ParamsView
     from nightlab.models.store import TRAINED_ON, load_state
 
-    p = load_profile(ROOT / "profiles/tiny.yaml")
-    outputs = (tmp_path / "image", tmp_path / "c.csv")
-    fit_seg_model(p, p.image_model, lambda device: None, tmp_path / "ckpt", {}, outputs, "image model")
-    record = load_state(tmp_path / "image")[1][TRAINED_ON]
-    assert record["data.synthetic"]["height"] == 64 and record["splits.train"] == [str(s) for s in p.splits.train]
+    full = load_profile(ROOT / "profiles/tiny.yaml")
+    for stage, section in (("train_image_model", "image_model"), ("train_region_model", "region_model")):
+        # through the stage's own params view: only the keys its dvc.yaml entry declares
+        p = ParamsView(full, declared_params(stage, ROOT / "dvc.yaml"), stage=stage)
+        outputs = (tmp_path / stage, tmp_path / f"{stage}.csv")
+        fit_seg_model(p, getattr(p, section), lambda device: None, tmp_path / "ckpt", {}, outputs, stage)
+        record = load_state(tmp_path / stage)[1][TRAINED_ON]
+        assert record["data.synthetic"]["height"] == 64
+        assert record["splits.train"] == [str(s) for s in full.splits.train]
 
 
 def test_predict_warns_once_when_the_models_were_trained_on_synthetic_data(tmp_path, models, capsys):
