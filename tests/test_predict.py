@@ -397,3 +397,31 @@ def test_predict_on_a_real_street_photo(tmp_path, models, capsys):
         assert shown.shape[0] >= photo.shape[0] and shown.shape[1] > photo.shape[1], kind
     train_ids = read_label(tmp_path / "out" / f"{STREET.stem}_trainIds.png")
     assert train_ids.shape == photo.shape[:2]
+
+
+class _Labelled(_Frames):
+    """Frames with random valid labels, so crops have pixels to score."""
+
+    def label(self, i):
+        h, w = self.image(i).shape[:2]
+        return np.random.default_rng(i).integers(0, NUM_CLASSES, (h, w)).astype(np.uint8)
+
+
+def test_per_image_crop_confusions_add_up_to_the_crop_evaluation(models, tmp_path):
+    """crop_confusions (evaluate_merged's paired crop intervals) counts the same pixels, per image, as
+    evaluate_on_crops (the region stage's crop table); an image without boxes counts none."""
+    import pandas as pd
+
+    from nightlab.evaluation import crop_confusions, evaluate_on_crops
+    from nightlab.metrics import iou_from_confusion
+
+    frames = _Labelled([_png(tmp_path / f"f{i}.png", 64, 96, seed=20 + i) for i in range(3)])
+    trained = TrainedModels.load(models / "image", "cpu", None, models / "region")
+    boxes = pd.DataFrame({"sample": [0, 0, 2], "x0": [0.0, 30.0, 10.0], "y0": [0.0, 10.0, 5.0],
+                          "x1": [40.0, 90.0, 50.0], "y1": [30.0, 60.0, 40.0]})
+    region, image = crop_confusions(trained, frames, boxes, 4)
+    assert region.shape == (3, NUM_CLASSES, NUM_CLASSES) and region[1].sum() == 0 == image[1].sum()
+    assert region[0].sum() == image[0].sum() == 40 * 30 + 60 * 50
+    res_r, res_i = evaluate_on_crops(trained, frames, boxes, 4)
+    np.testing.assert_allclose(iou_from_confusion(region.sum(0)), res_r["iou"], equal_nan=True)
+    np.testing.assert_allclose(iou_from_confusion(image.sum(0)), res_i["iou"], equal_nan=True)
