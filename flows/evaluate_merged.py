@@ -52,7 +52,7 @@ from nightlab.boxes import boxes_for
 from nightlab.compute import total_flops
 from nightlab.data.manifest import read_manifest
 from nightlab.device import pick_device
-from nightlab.evaluation import TwoLevelSpec, evaluate_two_level
+from nightlab.evaluation import TwoLevelSpec, crop_confusions, evaluate_two_level
 from nightlab.headline import headline_metrics, rounded
 from nightlab.io import DataError, atomic_path, read_json, read_table, write_json, write_table
 from nightlab.labels import CLASS_NAMES
@@ -60,6 +60,7 @@ from nightlab.merge import RULES, TOLERANCE, choose_rule
 from nightlab.metrics import iou_from_confusion, miou, subset_miou
 from nightlab.predict import TwoLevel
 from nightlab.report import ReportSplit, confusion_figure, k_curve_figure, paper_tables
+from nightlab.stats import paired_difference
 from nightlab.trained import TrainedModels
 from nightlab.variants import HEADLINE
 from nightlab.viz import draw_boxes, overlay, plot_grouped_iou, save_grid
@@ -99,6 +100,7 @@ def evaluate_merged(p) -> dict:
 
     metrics = headline_metrics(ev, hard, p.evaluation.bootstrap, p.evaluation.bootstrap_seed, baselines)
     metrics["report.images"] = len(rep)
+    metrics.update(crop_metrics(rep, read_table(BOXES), models, hard, spec.batch_size, p.evaluation))
     compute = compute_report(baselines)
     metrics.update({f"compute.{k}": v for k, v in compute["summary"].items()})
     rules = _rule_table(ev, hard).assign(split="report")
@@ -140,6 +142,25 @@ def evaluate_merged(p) -> dict:
                      ReportSplit(where, held_out, p.merge.max_regions))
     log.info("mIoU: " + ", ".join(f"{v} {metrics[variants.metric(v)]}" for v in HEADLINE))
     return metrics
+
+
+def crop_metrics(rep, boxes, models, hard, batch_size: int, ev_cfg) -> dict:
+    """The region model against the image model inside the report split's ground-truth hard-class
+    crops: mIoU on all pixels of the crops and on the hard classes, each difference with its paired
+    95% interval over images, and the classes the region model zeroes where the image model is above
+    20 IoU in the crops."""
+    region, image = crop_confusions(models, rep, boxes_for(boxes, rep, hard), batch_size)
+    out = {}
+    for name, cms in (("region", region), ("image", image)):
+        iou = iou_from_confusion(cms.sum(0))
+        out[f"crops.{name}.mIoU"], out[f"crops.{name}.hard_mIoU"] = rounded(miou(iou)), rounded(subset_miou(iou, hard))
+    for label, ids in (("", None), ("hard_", hard)):
+        d = paired_difference(region, image, ev_cfg.bootstrap, ev_cfg.bootstrap_seed, ids)
+        for k in ("diff", "ci_low", "ci_high"):
+            out[f"crops.region_vs_image.{label}{k}"] = rounded(d[k])
+    r, i = iou_from_confusion(region.sum(0)), iou_from_confusion(image.sum(0))
+    out["crops.zeroed_classes"] = int(np.sum((np.nan_to_num(r) == 0) & (np.nan_to_num(i) > 0.2)))
+    return out
 
 
 def _bar(total: int, desc: str):

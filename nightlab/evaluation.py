@@ -57,6 +57,25 @@ def evaluate_on_crops(models: TrainedModels, manifest, boxes, batch_size: int):
     return ev_r.result(), ev_i.result()
 
 
+def crop_confusions(models: TrainedModels, manifest, boxes, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per image of ``manifest``, the confusion matrix inside its ``boxes`` (sample, x0..y1) of the region
+    model and of the image model's prediction cut to the same boxes: two (N, C, C) int64 arrays, for
+    paired intervals (an image without boxes counts zero pixels)."""
+    region = np.zeros((len(manifest), NUM_CLASSES, NUM_CLASSES), np.int64)
+    image = np.zeros_like(region)
+    for s, g in boxes.groupby("sample"):
+        img, lab = manifest.image(int(s)), torch.from_numpy(manifest.label(int(s)))
+        logits = models.image_logits(img)
+        full = class_map(native_probs(logits, *img.shape[:2])).cpu()
+        h, w = lab.shape
+        bxs = g[["x0", "y0", "x1", "y1"]].to_numpy()
+        for b, pr in zip(bxs, models.region_probs(img, bxs, batch_size, logits)):
+            x0, y0, x1, y1 = int_box(b, h, w)
+            region[int(s)] += _cm(class_map(pr).cpu(), lab[y0:y1, x0:x1])
+            image[int(s)] += _cm(full[y0:y1, x0:x1], lab[y0:y1, x0:x1])
+    return region, image
+
+
 def proposal_recall(detector: Detector, manifest, gt, device, ks=RECALL_KS) -> dict:
     """Recall at K of the ground-truth boxes ``gt`` (sample, x0..y1) on every image of ``manifest``."""
     detector.model.eval()
@@ -213,5 +232,5 @@ def _helps(pred, region, lab, box, hard_ids, spec: TwoLevelSpec, image_probs, h:
     return crop_iou(cand, y) > crop_iou(pi, y)
 
 
-__all__ = ["NUM_CLASSES", "RECALL_KS", "TwoLevelEval", "TwoLevelSpec", "evaluate_image_model",
+__all__ = ["NUM_CLASSES", "RECALL_KS", "TwoLevelEval", "TwoLevelSpec", "crop_confusions", "evaluate_image_model",
            "evaluate_on_crops", "evaluate_two_level", "proposal_recall"]
