@@ -43,7 +43,8 @@ def test_two_source_dag_on_real_layouts_and_raw_data_tracked(tmp_path, stage_env
     stages = set(ran_stages(out))
     expected = {"check_source@cityscapes", "check_source@nightcity", "prepare_data", "hard_region_boxes",
                 "train_image_model", "per_class_iou", "select_hard_classes", "train_rdn", "train_region_model",
-                "hdm_relabel_retrain", "evaluate_merged"} | ({"check_source@cs_sample"} if with_sample else set())
+                "hdm_relabel_retrain", "evaluate_merged", "train_baseline@longer", "train_baseline@fullres"} | (
+                    {"check_source@cs_sample"} if with_sample else set())  # the baselines are in the default DAG
     assert stages == expected, out[-3000:]
     manifest = pd.read_parquet(proj / "data/manifest.parquet")
     assert set(manifest.source) == {"cityscapes", "nightcity"} | ({"cs_sample"} if with_sample else set())
