@@ -5,9 +5,9 @@ labels: ``v'_j = 1 iff IoU(A_j, Y_j) > IoU(P^I_j, Y_j)`` (strict: a tie keeps th
 level), where ``A_j`` is, by ``hdm.criterion``:
 
 * ``region``: the region model's prediction P^R_j (the supplement's literal reading);
-* ``merged``: what the merge would make there: P^R_j where its argmax is a hard class, P^I_j
-  elsewhere. The merge never pastes the region model's other classes, so this asks the question
-  inference faces: would zooming in on this box help the final prediction?
+* ``merged``: what the merge (by ``merge.rule``) would make there from P^R_j and P^I_j. The
+  merge never pastes the region model's other classes, so this asks the question inference
+  faces: would zooming in on this box help the final prediction?
 
 New labels ``Y^P = Y x v'``: a proposal that was positive (IoU >= ``hdm.match_iou`` with a hard
 box) stays positive only where zooming in helps.
@@ -16,13 +16,16 @@ box) stays positive only where zooming in helps.
 prediction (ignore pixels excluded) of the per-class IoU inside the crop; a hallucinated class
 counts 0; a crop with no valid label pixel has IoU NaN and never wins.
 
-**Retraining (eq. 2), ``hdm.targets``.** torchvision's RPN labels anchors by their IoU with
-target boxes, so the new labels reach it through the targets of the fine-tune:
+**Retraining (eq. 2), ``hdm.targets``** (:func:`finetune_targets`):
 
-* ``boxes`` (our choice): the targets are the ground-truth hard boxes, so objectness and box
-  regression keep learning the ground truth. Eq. 1 turns a box background when its scored
-  proposals mostly lost (wins < losses; a tie keeps it); a box that no proposal was scored
-  against stays positive (the detector must not learn to miss what the RDN missed).
+* ``relabel`` (the default, eq. 2 as written): each scored proposal's anchor gets its new label
+  Y^P in the objectness loss; box regression and the other anchors keep the ground-truth hard
+  boxes;
+* ``gain`` (beyond the paper): the same anchors trained toward how much zooming helps, a soft
+  target, so the top regions are the ones that gain most;
+* ``boxes``: the targets are the ground-truth hard boxes. Eq. 1 turns a box background when its
+  scored proposals mostly lost (wins < losses; a tie keeps it); a box that no proposal was scored
+  against stays positive (the detector must not learn to miss what the RDN missed);
 * ``proposals``: the winning proposals' own boxes are the targets (the per-proposal reading; the
   detector then regresses toward its own earlier boxes).
 """

@@ -3,16 +3,14 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
-from conftest import BIN, ROOT, copy_project, dag_stages
+from conftest import BIN, ROOT, copy_project, dag_stages, stop, wait_until
 
 from flows.pipeline import _stop, plan, stage_order
 from nightlab_cli.main import main as nightlab_main
@@ -25,29 +23,6 @@ LOCKED = re.compile(r"Unable to acquire lock|is busy, it is being blocked by")
 
 def run(cmd, cwd, env, timeout=600):
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def wait_until(what: str, fn, timeout: float, proc=None, log=None):
-    """Poll ``fn`` until it returns something truthy; fail early if ``proc`` died."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = fn()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"process exited ({proc.returncode}) while waiting for {what}:\n{log.read_text()[-4000:]}")
-        time.sleep(1)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}" + (f":\n{log.read_text()[-4000:]}" if log else ""))
-
-
-def stop(proc):
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def test_every_subcommand_has_help(capsys):
@@ -78,61 +53,25 @@ def test_stage_order_is_a_topological_order_of_dvc_dag():
 
 
 @pytest.mark.e2e
-def test_schedule_registers_cron_deployment_and_runs_it(tmp_path, prefect_server, stage_env):
-    proj = copy_project(tmp_path / "proj")
-    api, name, log = prefect_server.url, "test-nightly", tmp_path / "serve.log"
-
-    def call(method, path, body=None):
-        for attempt in range(10):  # a busy test server answers 503 now and then; Prefect's client retries too
-            try:
-                r = httpx.request(method, f"{api}{path}", json=body, timeout=30)
-                if r.status_code < 500 or attempt == 9:
-                    return r
-            except httpx.TransportError:
-                if attempt == 9:
-                    raise
-            time.sleep(1 + attempt)
-
-    def get(path):
-        r = call("GET", path)
-        return r.json() if r.status_code == 200 else None
-
-    def post(path, body):
-        r = call("POST", path, body)
-        r.raise_for_status()
-        return r.json()
-
-    # A short runner poll: the on-demand run below starts in seconds, not in up to 10 s.
-    env = {**stage_env, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
-    cmd = [str(BIN / "nightlab"), "schedule", "--cron", "0 3 * * *", "--name", name, "--retries", "1"]
-    with open(log, "w") as out:
-        serve = subprocess.Popen(cmd, cwd=proj, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        dep = wait_until("the deployment", lambda: get(f"/deployments/name/pipeline/{name}"), 120, serve, log)
-        assert [s["schedule"]["cron"] for s in dep["schedules"] if s["active"]] == ["0 3 * * *"]
-        assert dep["parameters"] == {"retries": 1}
-
-        # A run on demand, as the schedule would start it; only up to selection to keep it short.
-        targets = ["select_hard_classes"]
-        flow_run = post(f"/deployments/{dep['id']}/create_flow_run", {"parameters": {"targets": targets}})
-        final = wait_until("the flow run to finish", lambda: (
-            (fr := get(f"/flow_runs/{flow_run['id']}")) and fr["state_type"] in
-            ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") and fr), 600, serve, log)
-        assert final["state_type"] == "COMPLETED", f"{final['state']}\n{log.read_text()[-4000:]}"
-    finally:
-        stop(serve)
+def test_schedule_registers_cron_deployment_and_runs_it(scheduled_run):
+    """What `nightlab schedule` registers and what a run of its deployment records, through the API
+    (tests/test_prefect_ui.py checks that the UI shows the same)."""
+    dep, final, api, proj = scheduled_run.deployment, scheduled_run.flow_run, scheduled_run.api, scheduled_run.path
+    assert [s["schedule"]["cron"] for s in dep["schedules"] if s["active"]] == ["0 3 * * *"]
+    assert dep["parameters"] == {"retries": 1}
+    assert final["state_type"] == "COMPLETED", f"{final['state']}\n{scheduled_run.log.read_text()[-4000:]}"
 
     assert (proj / "data/manifest.parquet").is_file() and (proj / "reports/hard_classes.json").is_file()
-    tasks = post("/task_runs/filter", {"task_runs": {"flow_run_id": {"any_": [flow_run["id"]]}}})
+    tasks = api.post("/task_runs/filter", {"task_runs": {"flow_run_id": {"any_": [final["id"]]}}})
     # Each stage's own flow run is a subflow of the pipeline run, tracked by a task of its own.
-    children = post("/flow_runs/filter", {"flow_runs": {"parent_task_run_id": {"any_": [t["id"] for t in tasks]}}})
+    children = api.post("/flow_runs/filter", {"flow_runs": {"parent_task_run_id": {"any_": [t["id"] for t in tasks]}}})
     trackers = {c["parent_task_run_id"] for c in children}
     stage_tasks = [t for t in tasks if t["id"] not in trackers]
-    assert sorted(t["name"] for t in stage_tasks) == sorted(stage_order(proj, targets))  # one task per stage
+    assert sorted(t["name"] for t in stage_tasks) == sorted(scheduled_run.stages)  # one task per stage
     assert {t["state_type"] for t in tasks} == {"COMPLETED"}
-    flows_by_id = {f["id"]: f["name"] for f in post("/flows/filter", {})}
-    assert sorted(flows_by_id[c["flow_id"]] for c in children) == sorted(stage_order(proj, targets))
-    artifacts = post("/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [flow_run["id"]]}}})
+    flows_by_id = {f["id"]: f["name"] for f in api.post("/flows/filter", {})}
+    assert sorted(flows_by_id[c["flow_id"]] for c in children) == sorted(scheduled_run.stages)
+    artifacts = api.post("/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [final["id"]]}}})
     assert {a["key"] for a in artifacts} >= {"nightlab-per-class-iou", "nightlab-metrics"}
     assert (proj / ".prefect-cache/last_metrics.json").is_file()
 

@@ -436,9 +436,10 @@ class MergeConfig(_Strict):
     max_regions: int = Field(2, ge=0, le=1000, description="... the top K per image (chosen on val: the fewest "
                              "regions within 0.1 mIoU of K=10; reports/decisions.md)")
     rule: Literal["paste", "fuse", "margin"] = Field(
-        "paste", description="inside a region: paste the region model's hard classes (supplement B); fuse: the "
-        "argmax of both levels' summed log-probabilities; margin: paste only where the region model is more "
-        "confident than the image level by margin (docs/design.md 1.7)")
+        "margin", description="inside a region: margin (val's choice on the default data, "
+        "reports/merged/merge_rules.csv): paste only where the region model is more confident than the image "
+        "level by margin; paste: the region model's hard classes (supplement B); fuse: the argmax of both "
+        "levels' summed log-probabilities (docs/design.md 1.7)")
     margin: float = Field(0.1, ge=0.0, le=1.0, description="rule margin: the confidence lead the region model needs")
     batch_size: int = Field(32, ge=1, description="crops per region-model batch")
     panel_images: int = Field(4, ge=0, le=64, description="report images in the qualitative panel")
