@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -17,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from scaffold import stop
 from websockets.sync.client import connect
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -114,13 +113,5 @@ class Browser:
         ws = getattr(self, "ws", None)
         if ws is not None:
             ws.close()
-        for sig in (signal.SIGTERM, signal.SIGKILL):  # chromium's own process group, renderers included
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                continue
+        stop(self.proc, grace_s=10)  # chromium's own process group, renderers included
         shutil.rmtree(self.profile, ignore_errors=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
-from scaffold import BIN, ROOT, PrefectServer, commit, copy_project
+from scaffold import BIN, ROOT, PrefectServer, commit, copy_project, stop
 
 __all__ = ["BIN", "ROOT", "copy_project", "dag_stages", "ran_stages", "run", "stop", "wait_until"]
 
@@ -51,17 +50,6 @@ def wait_until(what: str, fn, timeout: float, proc=None, log=None):
             pytest.fail(f"process exited ({proc.returncode}) while waiting for {what}:\n{log.read_text()[-4000:]}")
         time.sleep(1)
     pytest.fail(f"timed out after {timeout} s waiting for {what}" + (f":\n{log.read_text()[-4000:]}" if log else ""))
-
-
-def stop(proc):
-    """End a process started with ``start_new_session`` and its group: SIGTERM, then SIGKILL."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 class Api:

@@ -115,13 +115,20 @@ class PrefectServer:
         return stage_env(self.url, self.home)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # the server's own process group (we started it)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+        stop(self.proc)  # the server's own process group (we started it)
         self.log.close()
+
+
+def stop(proc: subprocess.Popen, grace_s: float = 30) -> None:
+    """End a process started with ``start_new_session`` and its whole group: SIGTERM, then SIGKILL
+    after ``grace_s``."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def synthetic_in_layout(kind: str, root: str | Path, split: str, n: int, h: int = 64, w: int = 128,

@@ -6,9 +6,7 @@ orders it, and shows that it cannot reach the API when the server started first.
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
 import tempfile
 import time
@@ -16,7 +14,7 @@ import urllib.request
 
 import pytest
 from browser import CHROMIUM, MISSING, Browser
-from scaffold import BIN, stage_env
+from scaffold import BIN, stage_env, stop
 
 from nightlab.distributed import free_port
 
@@ -95,8 +93,4 @@ def test_a_server_started_before_the_export_shows_it_cannot_connect(tmp_path):
                 time.sleep(0.5)
         assert NO_API.search(_page_text(f"http://127.0.0.1:{port}/"))
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server's own process group (started here)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop(proc)  # the server's own process group (started here)
