@@ -33,7 +33,7 @@ browser:
 	else echo "make browser: no chromium and not root; the Prefect UI test will skip"; fi
 
 test: lint browser
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -q -rs
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -q -rs --durations=15
 
 test-fast: lint
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -q -rs -m "not e2e and not slow"

@@ -41,29 +41,36 @@ def _timed(fn, x) -> float:
     return time.perf_counter() - t
 
 
-def measure(two: TwoLevel, images: list[np.ndarray], repeat: int) -> dict:
-    """Median ms per image of each setting for the image model and the region model, and each setting's
-    ratio to eager (< 1: faster)."""
+def _each(fn):
+    """``fn`` over one image's list of input batches."""
+    return lambda batches: [fn(x) for x in batches]
+
+
+def measure(two: TwoLevel, images: list[np.ndarray], repeat: int, settings=SETTINGS) -> dict:
+    """Median ms per image of each setting (of ``settings``, "eager" among them) for the image model and the
+    region model, and each setting's ratio to eager (< 1: faster)."""
     threads = torch.get_num_threads()
     with torch.inference_mode():
         m = two.models
-        inputs = {"image": [model_input(img, m.image_scale, m.device) for img in images],
+        # per image, a list of input batches: one for the image model, one per view shape for the region
+        # model (rectangular views come in several shapes, region_inputs)
+        inputs = {"image": [[model_input(img, m.image_scale, m.device)] for img in images],
                   "region": [region_inputs(img, two.first_level(img).boxes, m.rule) for img in images]}
         inputs["region"] = [x for x in inputs["region"] if len(x)]
         models = {"image": m.image, "region": m.region}
         runs = {}
         for part, model in models.items():
-            first = inputs[part][0]
+            first = inputs[part][0][0]
             cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
             compiled = torch.compile(copy.deepcopy(model), dynamic=False)
-            runs[part] = {
+            runs[part] = {s: _each(fn) for s, fn in {
                 "eager": model,
                 "channels_last": lambda x, cl=cl: cl(x.contiguous(memory_format=torch.channels_last)),
                 "1 thread": model,
                 "TorchScript frozen": _frozen(model, first),
                 "torch.compile": compiled,
-            }
-        times = {(part, s): np.zeros((repeat, len(inputs[part]))) for part in models for s in SETTINGS}
+            }.items() if s in settings}
+        times = {(part, s): np.zeros((repeat, len(inputs[part]))) for part in models for s in settings}
         for part in models:
             for s, fn in runs[part].items():  # warm-up; torch.compile compiles here, once per input shape
                 for x in inputs[part] if s == "torch.compile" else inputs[part][:2]:
@@ -81,4 +88,4 @@ def measure(two: TwoLevel, images: list[np.ndarray], repeat: int) -> dict:
     med = {f"{part}.{s}": float(np.median(np.median(v, 0))) for (part, s), v in times.items()}
     return {"median_s": med, "threads": threads,
             "ratio": {k: v / med[f"{k.split('.')[0]}.eager"] for k, v in med.items()},
-            "region_views": float(np.mean([len(x) for x in inputs["region"]]))}
+            "region_views": float(np.mean([sum(len(b) for b in x) for x in inputs["region"]]))}

@@ -425,3 +425,30 @@ def test_per_image_crop_confusions_add_up_to_the_crop_evaluation(models, tmp_pat
     res_r, res_i = evaluate_on_crops(trained, frames, boxes, 4)
     np.testing.assert_allclose(iou_from_confusion(region.sum(0)), res_r["iou"], equal_nan=True)
     np.testing.assert_allclose(iou_from_confusion(image.sum(0)), res_i["iou"], equal_nan=True)
+
+
+def test_the_runtime_benchmark_times_every_view_shape_of_rectangular_views(tmp_path, models, monkeypatch):
+    """benches.runtimes feeds the region model each image's views batch by batch: rectangular views come
+    in several input shapes (a square box and a long lying one here), which one tensor cannot hold."""
+    from types import SimpleNamespace
+
+    from benches import runtimes
+    from nightlab.inference import region_inputs
+
+    for name in ("image", "hdm"):
+        (tmp_path / name).symlink_to(models / name)
+    save_model(tmp_path / "region", SegModel("test_resnet", NUM_CLASSES, 8).eval(),
+               {**SEG, "region_size": 32, "crop": "rect", "max_zoom": 2.0, "min_scale": 0.5})
+    two = _two_level(tmp_path, models / "hard.json")
+    boxes = np.array([[8, 8, 40, 40], [0, 44, 128, 60]], dtype=float)  # 1:1 standing, 8:1 lying
+    monkeypatch.setattr(two, "first_level", lambda image: SimpleNamespace(boxes=boxes))
+    images = [np.random.default_rng(s).integers(0, 255, (64, 128, 3), dtype=np.uint8) for s in (0, 1)]
+    assert len({b.shape for b in region_inputs(images[0], boxes, two.models.rule)}) >= 2  # the case under test
+
+    settings = ("eager", "channels_last", "1 thread")  # not torch.compile: its compile takes a minute here
+    out = runtimes.measure(two, images, repeat=1, settings=settings)
+
+    assert set(out["median_s"]) == {f"{p}.{s}" for p in ("image", "region") for s in settings}
+    assert all(v > 0 for v in out["median_s"].values())
+    views = sum(len(b) for b in region_inputs(images[0], boxes, two.models.rule))
+    assert out["region_views"] == views
