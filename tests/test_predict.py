@@ -443,12 +443,12 @@ def test_the_runtime_benchmark_times_every_view_shape_of_rectangular_views(tmp_p
     boxes = np.array([[8, 8, 40, 40], [0, 44, 128, 60]], dtype=float)  # 1:1 standing, 8:1 lying
     monkeypatch.setattr(two, "first_level", lambda image: SimpleNamespace(boxes=boxes))
     images = [np.random.default_rng(s).integers(0, 255, (64, 128, 3), dtype=np.uint8) for s in (0, 1)]
-    assert len({b.shape for b in region_inputs(images[0], boxes, two.models.rule)}) >= 2  # the case under test
+    batches = region_inputs(images[0], boxes, two.models.rule)
+    assert len({b.shape for b in batches}) >= 2  # the case under test
 
     settings = ("eager", "channels_last", "1 thread")  # not torch.compile: its compile takes a minute here
     out = runtimes.measure(two, images, repeat=1, settings=settings)
 
     assert set(out["median_s"]) == {f"{p}.{s}" for p in ("image", "region") for s in settings}
     assert all(v > 0 for v in out["median_s"].values())
-    views = sum(len(b) for b in region_inputs(images[0], boxes, two.models.rule))
-    assert out["region_views"] == views
+    assert out["region_views"] == sum(len(b) for b in batches)
