@@ -23,7 +23,7 @@ import warnings
 import numpy as np
 import torch
 
-from nightlab.inference import model_input, region_inputs
+from nightlab.inference import model_input, region_inputs, takes_prior
 from nightlab.predict import TwoLevel
 
 SETTINGS = ("eager", "channels_last", "1 thread", "TorchScript frozen", "torch.compile")
@@ -42,8 +42,8 @@ def _timed(fn, x) -> float:
 
 
 def _each(fn):
-    """``fn`` over one image's list of input batches."""
-    return lambda batches: [fn(x) for x in batches]
+    """``fn`` over one image's list of input batches (each a tuple of the model's inputs)."""
+    return lambda batches: [fn(*x) for x in batches]
 
 
 def measure(two: TwoLevel, images: list[np.ndarray], repeat: int, settings=SETTINGS) -> dict:
@@ -54,8 +54,9 @@ def measure(two: TwoLevel, images: list[np.ndarray], repeat: int, settings=SETTI
         m = two.models
         # per image, a list of input batches: one for the image model, one per view shape for the region
         # model (rectangular views come in several shapes, region_inputs)
-        inputs = {"image": [[model_input(img, m.image_scale, m.device)] for img in images],
-                  "region": [region_inputs(img, two.first_level(img).boxes, m.rule) for img in images]}
+        inputs = {"image": [[(model_input(img, m.image_scale, m.device),)] for img in images],
+                  "region": [region_inputs(img, first.boxes, m.rule, first.logits if takes_prior(m.region) else None)
+                             for img in images for first in (two.first_level(img),)]}
         inputs["region"] = [x for x in inputs["region"] if len(x)]
         models = {"image": m.image, "region": m.region}
         runs = {}
@@ -65,7 +66,7 @@ def measure(two: TwoLevel, images: list[np.ndarray], repeat: int, settings=SETTI
             compiled = torch.compile(copy.deepcopy(model), dynamic=False)
             runs[part] = {s: _each(fn) for s, fn in {
                 "eager": model,
-                "channels_last": lambda x, cl=cl: cl(x.contiguous(memory_format=torch.channels_last)),
+                "channels_last": lambda *x, cl=cl: cl(*(t.contiguous(memory_format=torch.channels_last) for t in x)),
                 "1 thread": model,
                 "TorchScript frozen": _frozen(model, first),
                 "torch.compile": compiled,
@@ -88,4 +89,4 @@ def measure(two: TwoLevel, images: list[np.ndarray], repeat: int, settings=SETTI
     med = {f"{part}.{s}": float(np.median(np.median(v, 0))) for (part, s), v in times.items()}
     return {"median_s": med, "threads": threads,
             "ratio": {k: v / med[f"{k.split('.')[0]}.eager"] for k, v in med.items()},
-            "region_views": float(np.mean([sum(len(b) for b in x) for x in inputs["region"]]))}
+            "region_views": float(np.mean([sum(len(b[0]) for b in x) for x in inputs["region"]]))}

@@ -68,10 +68,12 @@ def train(p, model_dir: Path, curve_csv: Path) -> dict:
         if not len(train_boxes):
             return None
         if cfg.init == "image" or cfg.prior == "image":
-            image["models"] = TrainedModels.load(IMAGE_MODEL, device)
-            if not isinstance(image["models"].image, SegModel):
-                raise ConfigError(f"region_model.init/prior: image: {IMAGE_MODEL} holds a TorchScript model "
-                                  "(image_model.external), whose weights and logits the region model cannot use")
+            # the window too: the prior a view is trained with is the one inference will cut it from
+            image["models"] = TrainedModels.load(IMAGE_MODEL, device, p.image_model.window)
+            if cfg.init == "image" and not isinstance(image["models"].image, SegModel):
+                raise ConfigError(f"region_model.init: image: {IMAGE_MODEL} holds a TorchScript model "
+                                  "(image_model.external), whose weights the region model cannot start from: "
+                                  "set region_model.init: scratch (its logits still serve as the prior)")
         prior = image_logits_of(image["models"], train_set, train_boxes) if cfg.prior == "image" else None
         return RegionDataset(train_set, train_boxes, CropRule.of(cfg), train=True,
                              augment=ViewAugment(cfg.jitter, cfg.train.hflip, cfg.prior_noise), seed=p.seed,

@@ -4,7 +4,9 @@ size (and batch) than the one it was exported with.
 - TorchScript (traced): the image and region models.
 - ONNX, checked with onnxruntime on the CPU, with dynamic batch, height and width axes:
   - a segmentation model (image or region): ``image`` (N, 3, H, W) RGB in [0, 1] -> ``logits``
-    (N, 19, H, W);
+    (N, 19, H, W); a region model that refines the image level (``region_model.prior: image``, a
+    PriorRefiner) takes a second input, ``prior_logits`` (N, 19, H, W): the image model's logits cut
+    to each view (:func:`nightlab.inference.cut_field`), as in TorchScript;
   - the network part of an RDN (or its HDM fine-tune), backbone + RPN head: ``image`` ->
     ``objectness_s8`` (N, A, H/8, W/8) and ``box_deltas_s8`` (N, 4A, H/8, W/8), and the same with
     ``_s16`` for an FPN RDN (A anchors per location). Anchor generation, box decoding, top-n and
@@ -23,12 +25,16 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from nightlab.inference import takes_prior
 from nightlab.io import DataError, atomic_path, read_json
+from nightlab.labels import NUM_CLASSES
 from nightlab.models.rdn import RDN, load_rdn
 from nightlab.models.store import load_image_model
 
 # Every onnxruntime since 1.14 (and TensorRT 8.6) runs opset 17, and these models need nothing newer.
 ONNX_OPSET = 17
+# The graphs' inputs, in forward's order; only a PriorRefiner takes the second.
+INPUT_NAMES = ("image", "prior_logits")
 
 
 class ExportError(RuntimeError):
@@ -38,15 +44,16 @@ class ExportError(RuntimeError):
 def export_torchscript(model_dir: str | Path, out: str | Path, example_hw: tuple[int, int],
                        atol: float = 1e-4) -> float:
     """Trace ``model_dir``'s segmentation model on a random (1, 3, H, W) input, save it to ``out``, and
-    return the max |diff| between the saved module and eager PyTorch on a (2, 3, H+32, W+64) input."""
+    return the max |diff| between the saved module and eager PyTorch on a (2, 3, H+32, W+64) input
+    (with random prior logits of the same size for a PriorRefiner)."""
     model, _ = load_image_model(_model_dir(model_dir))  # an external TorchScript image model too
-    example, check = _inputs(example_hw)
+    example, check = _inputs(example_hw, takes_prior(model))
     with atomic_path(out) as tmp:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # TorchScript's deprecation notices and tracer warnings
             torch.jit.save(torch.jit.trace(model, example), str(tmp))
-            diff = (torch.jit.load(str(tmp))(check) - model(check)).abs().max().item()
-        _check(out, "TorchScript", diff, atol, check)
+            diff = (torch.jit.load(str(tmp))(*check) - model(*check)).abs().max().item()
+        _check(out, "TorchScript", diff, atol, check[0])
     return diff
 
 
@@ -55,17 +62,18 @@ def export_onnx(model_dir: str | Path, out: str | Path, example_hw: tuple[int, i
     exported on a random (1, 3, H, W) input; return the max |diff| over all outputs between
     onnxruntime and eager PyTorch on a (2, 3, H+32, W+64) input. Nothing is written if the check fails."""
     net, outputs = _onnx_module(_model_dir(model_dir))
-    example, check = _inputs(example_hw)
-    axes = {"image": {0: "batch", 2: "height", 3: "width"}, **outputs}
+    example, check = _inputs(example_hw, takes_prior(net))
+    inputs = INPUT_NAMES[:len(example)]
+    axes = {name: {0: "batch", 2: "height", 3: "width"} for name in inputs} | outputs
     with atomic_path(out) as tmp:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the exporter's deprecation notice and tracer warnings
             # The TorchScript-based exporter (dynamo=False): it needs only the onnx package, and the
             # torch.export-based one gives the same graph here at 6x the export time, with onnxscript.
-            torch.onnx.export(net, (example,), str(tmp), dynamo=False, opset_version=ONNX_OPSET,
-                              input_names=["image"], output_names=list(outputs), dynamic_axes=axes)
-        diff = onnx_max_diff(ort_session(tmp), net, check)
-        _check(out, "onnxruntime", diff, atol, check)
+            torch.onnx.export(net, example, str(tmp), dynamo=False, opset_version=ONNX_OPSET,
+                              input_names=list(inputs), output_names=list(outputs), dynamic_axes=axes)
+        diff = onnx_max_diff(ort_session(tmp), net, *check)
+        _check(out, "onnxruntime", diff, atol, check[0])
     return diff
 
 
@@ -82,12 +90,13 @@ def ort_session(path: str | Path, threads: int | None = None, spin: bool = True)
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def onnx_max_diff(session: ort.InferenceSession, net: nn.Module, x: torch.Tensor) -> float:
-    """Max |onnxruntime - eager| over all outputs of ``net`` on ``x``."""
+def onnx_max_diff(session: ort.InferenceSession, net: nn.Module, *x: torch.Tensor) -> float:
+    """Max |onnxruntime - eager| over all outputs of ``net`` on the inputs ``x`` (the image, and for a
+    PriorRefiner the prior logits)."""
     with torch.no_grad():
-        eager = net(x)
+        eager = net(*x)
     eager = eager if isinstance(eager, tuple) else (eager,)
-    got = session.run(None, {"image": x.numpy()})
+    got = session.run(None, {name: t.numpy() for name, t in zip(INPUT_NAMES, x, strict=False)})
     return max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, eager, strict=True))
 
 
@@ -121,10 +130,15 @@ def _onnx_module(model_dir: Path) -> tuple[nn.Module, dict[str, dict[int, str]]]
     return load_image_model(model_dir)[0], {"logits": {0: "batch", 2: "height", 3: "width"}}
 
 
-def _inputs(example_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+def _inputs(example_hw: tuple[int, int], prior: bool = False) -> tuple[tuple[torch.Tensor, ...], ...]:
+    """The (export, check) inputs: an image, and with ``prior`` logits of the same size."""
     gen = torch.Generator().manual_seed(0)
     h, w = example_hw
-    return torch.rand(1, 3, h, w, generator=gen), torch.rand(2, 3, h + 32, w + 64, generator=gen)
+
+    def one(n: int, hh: int, ww: int) -> tuple[torch.Tensor, ...]:
+        image = torch.rand(n, 3, hh, ww, generator=gen)
+        return (image, 4 * torch.randn(n, NUM_CLASSES, hh, ww, generator=gen)) if prior else (image,)
+    return one(1, h, w), one(2, h + 32, w + 64)
 
 
 def _check(out: str | Path, engine: str, diff: float, atol: float, x: torch.Tensor) -> None:

@@ -127,12 +127,18 @@ def by_shape(views_, batch_size: int) -> list[list]:
     return [g[k:k + batch_size] for g in groups.values() for k in range(0, len(g), batch_size)]
 
 
-def region_inputs(image: np.ndarray, boxes, rule: CropRule) -> list[torch.Tensor]:
+def region_inputs(image: np.ndarray, boxes, rule: CropRule, prior: torch.Tensor | None = None
+                  ) -> list[tuple[torch.Tensor, ...]]:
     """Every view of every box as the region model gets them from :func:`region_probs`, one batch per input
-    shape: what the benchmarks time the region model on."""
+    shape, each batch the tuple of the model's inputs: the views, and with ``prior`` (the image model's
+    logits of this image, for a PriorRefiner) their cut of it. What the benchmarks time the region model on."""
     img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
     _, plans = plan_views(image.shape, boxes, rule)
-    return [view_batch(img, chunk) for chunk in by_shape([w for wins in plans for w in wins], 10**9)]
+    batches = by_shape([w for wins in plans for w in wins], 10**9)
+    if prior is None:
+        return [(view_batch(img, chunk),) for chunk in batches]
+    return [(view_batch(img, chunk), torch.stack([cut_field(prior[0], w, image.shape[:2]) for w in chunk]))
+            for chunk in batches]
 
 
 def batch_independent(model, *inputs: torch.Tensor) -> torch.Tensor:

@@ -207,7 +207,8 @@ def test_external_torchscript_image_model_and_window_through_dvc(run_copy, stage
 
     proj = run_copy
     run([BIN / "nightlab", "export", "--out", "export"], proj, stage_env)
-    # a TorchScript image model has no weights the region model could start from: it starts from scratch
+    # a TorchScript image model has no weights the region model could start from: it starts from scratch, and
+    # refines the TorchScript model's logits (region_model.prior: image, the default)
     _set_params(proj, image_model__external="export/image_model.torchscript.pt", region_model__init="scratch")
     out = run(["dvc", "repro"], proj, stage_env)
     ran = ran_stages(out.stdout)
@@ -216,6 +217,7 @@ def test_external_torchscript_image_model_and_window_through_dvc(run_copy, stage
     cfg = json.loads((proj / "models/image/config.json").read_text())
     assert cfg["arch"] == "torchscript" and cfg["external"]["path"] == "export/image_model.torchscript.pt"
     assert sorted(p.name for p in (proj / "models/image").iterdir()) == ["config.json", "model.torchscript.pt"]
+    assert json.loads((proj / "models/region/config.json").read_text())["prior"] == "image"
     before = json.loads((tiny_run.path / "reports/image/metrics.json").read_text())["image.mIoU"]
     after = json.loads((proj / "reports/image/metrics.json").read_text())["image.mIoU"]
     assert after == pytest.approx(before, abs=0.02)

@@ -13,7 +13,7 @@ from nightlab.io import DataError
 from nightlab.labels import NUM_CLASSES
 from nightlab.models import SegModel
 from nightlab.models.rdn import RDN, RpnSettings, load_rdn, rdn_config
-from nightlab.models.store import load_seg_model, save_model
+from nightlab.models.store import load_seg_model, save_model, seg_from_config
 from nightlab_cli.main import main as nightlab_main
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # deprecation notice of TorchScript
@@ -77,6 +77,32 @@ def test_torchscript_without_light_adaptation(tmp_path):
     eager, _ = load_seg_model(tmp_path / "m")
     with torch.no_grad():
         assert (torch.jit.load(str(tmp_path / "m.ts"))(x) - eager(x)).abs().max().item() <= 1e-4
+
+
+def test_a_region_model_that_refines_the_image_level_exports_with_its_prior_input(tmp_path):
+    """region_model.prior: image (the default) gives a PriorRefiner, whose forward also takes the image
+    level's logits cut to each view: both formats export it with that second input, and reproduce it."""
+    torch.manual_seed(0)
+    cfg = {**CONFIG, "decoder_channels": 8, "region_size": 32, "prior": "image", "prior_temperature": 1.0}
+    model = seg_from_config(cfg)
+    with torch.no_grad():  # a correction that acts: at init the gate and the prior's projection are zero
+        model.gate.fill_(0.7)
+        model.prior_proj.weight.normal_(0, 0.1)
+    save_model(tmp_path / "region", model, cfg)
+    assert export_torchscript(tmp_path / "region", tmp_path / "region.ts", (32, 32)) <= 1e-4
+    assert export_onnx(tmp_path / "region", tmp_path / "region.onnx", (32, 32)) <= 1e-4
+
+    session = ort_session(tmp_path / "region.onnx")
+    assert [i.name for i in session.get_inputs()] == ["image", "prior_logits"]
+    gen = torch.Generator().manual_seed(1)
+    x, prior = torch.rand(3, 3, 32, 64, generator=gen), 4 * torch.randn(3, NUM_CLASSES, 32, 64, generator=gen)
+    eager, _ = load_seg_model(tmp_path / "region")
+    with torch.no_grad():
+        want = eager(x, prior)
+        assert (want - eager(x, torch.zeros_like(prior))).abs().max() > 0.1  # the prior input matters
+        assert (torch.jit.load(str(tmp_path / "region.ts"))(x, prior) - want).abs().max() <= 1e-4
+    got = session.run(None, {"image": x.numpy(), "prior_logits": prior.numpy()})[0]
+    assert np.abs(got - want.numpy()).max() <= 1e-4
 
 
 def test_onnx_seg_model_matches_eager_at_other_sizes(model_dir, tmp_path):

@@ -338,12 +338,14 @@ class RegionModelConfig(SegModelConfig):
         "image", description="scratch: from the backbone's own start (pretrained); image: from the trained image "
         "model's weights (needs the same backbone, decoder_channels and light_adaptation)")
     prior: Literal["none", "image"] = Field(
-        "none", description="image: refine the image model's prediction of each view (its logits cut to the view as "
-        "extra inputs; a zero-initialised correction, so training starts from the image level)")
+        "image", description="image (val's choice, reports/decisions.md): refine the image model's prediction of "
+        "each view (its logits cut to the view as extra inputs; a zero-initialised correction, so training starts "
+        "from the image level); none: the views alone")
     prior_temperature: float = Field(1.0, ge=1.0, le=20.0, description="with prior: the image model's logits "
                                      "divided by this (its confidence softened), in training and inference")
-    prior_noise: float = Field(0.0, ge=0.0, le=20.0, description="with prior: Gaussian noise of this s.d. added to "
-                               "the image model's logits in training")
+    prior_noise: float = Field(1.0, ge=0.0, le=20.0, description="with prior: Gaussian noise of this s.d. added to "
+                               "the image model's logits in training (1.0 chosen on val over temperature 2 and "
+                               "none: it is overconfident on its own training images)")
     proposal_like: int = Field(1, ge=0, le=16, description="training boxes: each ground-truth box and this many "
                                "jittered copies, placed and sized as a detector's proposals are")
     proposal_jitter: float = Field(0.25, ge=0.0, le=1.0, description="how far those copies move and grow, "
@@ -436,10 +438,10 @@ class MergeConfig(_Strict):
     max_regions: int = Field(2, ge=0, le=1000, description="... the top K per image (chosen on val: the fewest "
                              "regions within 0.1 mIoU of K=10; reports/decisions.md)")
     rule: Literal["paste", "fuse", "margin"] = Field(
-        "margin", description="inside a region: margin (val's choice on the default data, "
-        "reports/merged/merge_rules.csv): paste only where the region model is more confident than the image "
-        "level by margin; paste: the region model's hard classes (supplement B); fuse: the argmax of both "
-        "levels' summed log-probabilities (docs/design.md 1.7)")
+        "paste", description="inside a region: paste (val's choice on the default data, "
+        "reports/merged/merge_rules.csv): the region model's hard classes (supplement B); margin: paste only where "
+        "the region model is more confident than the image level by margin; fuse: the argmax of both levels' "
+        "summed log-probabilities (docs/design.md 1.7)")
     margin: float = Field(0.1, ge=0.0, le=1.0, description="rule margin: the confidence lead the region model needs")
     batch_size: int = Field(32, ge=1, description="crops per region-model batch")
     panel_images: int = Field(4, ge=0, le=64, description="report images in the qualitative panel")
