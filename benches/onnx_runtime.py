@@ -23,7 +23,7 @@ from benches.common import figure, temp_dir, timed
 from benches.inference import project_manifest, trained_project
 from flows.paths import MODELS
 from nightlab.config import load_params
-from nightlab.export import INPUT_NAMES, ONNX_OPSET, export_onnx, onnx_max_diff, ort_session
+from nightlab.export import ONNX_OPSET, export_onnx, onnx_max_diff, ort_feed, ort_session
 from nightlab.inference import model_input, region_inputs, takes_prior
 from nightlab.trained import TrainedModels
 
@@ -60,7 +60,7 @@ def run(quick: bool, models: str | None = None) -> dict:
 
     def on_ort(session, batches):
         for x in batches:
-            session.run(None, {name: t.numpy() for name, t in zip(INPUT_NAMES, x, strict=False)})
+            session.run(None, ort_feed(*x))
 
     runs = {f"{name}_{engine}": (fn, net, xs) for name, (model, xs) in models_at.items()
             for engine, fn, net in (("torch", on_torch, model), ("ort", on_ort, sessions[name]))}

@@ -90,13 +90,18 @@ def ort_session(path: str | Path, threads: int | None = None, spin: bool = True)
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
+def ort_feed(*x: torch.Tensor) -> dict[str, np.ndarray]:
+    """onnxruntime's input dict for a model's inputs in forward's order (INPUT_NAMES)."""
+    return {name: t.numpy() for name, t in zip(INPUT_NAMES, x, strict=False)}
+
+
 def onnx_max_diff(session: ort.InferenceSession, net: nn.Module, *x: torch.Tensor) -> float:
     """Max |onnxruntime - eager| over all outputs of ``net`` on the inputs ``x`` (the image, and for a
     PriorRefiner the prior logits)."""
     with torch.no_grad():
         eager = net(*x)
     eager = eager if isinstance(eager, tuple) else (eager,)
-    got = session.run(None, {name: t.numpy() for name, t in zip(INPUT_NAMES, x, strict=False)})
+    got = session.run(None, ort_feed(*x))
     return max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, eager, strict=True))
 
 

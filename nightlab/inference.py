@@ -117,6 +117,12 @@ def view_batch(img: torch.Tensor, wins) -> torch.Tensor:
     return torch.stack([cut(img, win) for win in wins]).div_(255)
 
 
+def prior_batch(prior: torch.Tensor, wins, native: tuple[int, int]) -> torch.Tensor:
+    """The image model's logits of one image ((1, C, h, w)) cut to each of the views ``wins``, beside
+    :func:`view_batch`: a PriorRefiner's second input, (N, C, h', w')."""
+    return torch.stack([cut_field(prior[0], win, native) for win in wins])
+
+
 def by_shape(views_, batch_size: int) -> list[list]:
     """``views_`` (views, or (key, view) pairs) in batches of one input shape each, at most ``batch_size`` long:
     the shapes in the order they first appear, each shape's views in their own order."""
@@ -137,8 +143,7 @@ def region_inputs(image: np.ndarray, boxes, rule: CropRule, prior: torch.Tensor 
     batches = by_shape([w for wins in plans for w in wins], 10**9)
     if prior is None:
         return [(view_batch(img, chunk),) for chunk in batches]
-    return [(view_batch(img, chunk), torch.stack([cut_field(prior[0], w, image.shape[:2]) for w in chunk]))
-            for chunk in batches]
+    return [(view_batch(img, chunk), prior_batch(prior, chunk, image.shape[:2])) for chunk in batches]
 
 
 def batch_independent(model, *inputs: torch.Tensor) -> torch.Tensor:
@@ -169,7 +174,7 @@ def region_probs(model, image: np.ndarray, boxes, rule: CropRule, device, batch_
     for chunk in by_shape(flat, batch_size):
         wins = [win for _, win in chunk]
         x = view_batch(img, wins).to(device)
-        priors = [torch.stack([cut_field(prior[0], win, image.shape[:2]) for win in wins])] if needs_prior else []
+        priors = [prior_batch(prior, wins, image.shape[:2])] if needs_prior else []
         out = batch_independent(model, x, *priors)
         for ((i, j), win), q in zip(chunk, out.softmax(1)):
             pieces[i][j] = paste(q, win)
