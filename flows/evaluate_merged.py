@@ -60,7 +60,7 @@ from nightlab.merge import RULES, TOLERANCE, choose_rule
 from nightlab.metrics import iou_from_confusion, miou, subset_miou
 from nightlab.predict import TwoLevel
 from nightlab.report import ReportSplit, confusion_figure, k_curve_figure, paper_tables
-from nightlab.stats import paired_difference
+from nightlab.stats import class_differences, paired_difference
 from nightlab.trained import TrainedModels
 from nightlab.variants import HEADLINE
 from nightlab.viz import draw_boxes, overlay, plot_grouped_iou, save_grid
@@ -103,18 +103,19 @@ def evaluate_merged(p) -> dict:
     metrics.update(crop_metrics(rep, read_table(BOXES), models, hard, spec.batch_size, p.evaluation))
     compute = compute_report(baselines)
     metrics.update({f"compute.{k}": v for k, v in compute["summary"].items()})
-    rules = _rule_table(ev, hard).assign(split="report")
+    rules = _rule_table(ev, hard, p.evaluation).assign(split="report")
     if held_out:  # the rule is chosen on val: the selection split's images, evaluated the same way
         sel = full.select(p.splits.select)
         sel_ev = evaluate_two_level(sel, boxes_for(read_table(BOXES), sel, hard), models, hard, spec,
                                     progress=_bar(len(sel), "evaluate (select split, for the merge rule)"))
-        rules = pd.concat([_rule_table(sel_ev, hard).assign(split="select"), rules], ignore_index=True)
+        rules = pd.concat([_rule_table(sel_ev, hard, p.evaluation).assign(split="select"), rules], ignore_index=True)
     chosen = choose_rule(rules[rules.split == ("select" if held_out else "report")].to_dict("records"))
     rules["chosen_on_select"] = rules.rule == chosen
     metrics["merge.rule_is_val_choice"] = int(chosen == spec.rule.kind)
     if chosen != spec.rule.kind:
         log.warning(f"merge.rule is {spec.rule.kind}, but on the selection split the rule to choose is {chosen} "
-                    f"(the best mIoU with no class more than {TOLERANCE * 100:.1f} IoU below the image level): "
+                    f"(the best mIoU with no class shown, by its 95% interval, to end more than "
+                    f"{TOLERANCE * 100:.1f} IoU below the image level): "
                     f"see {MERGED_REPORTS / 'merge_rules.csv'}")
 
     table = pd.DataFrame({"class_name": CLASS_NAMES, "hard": [c in hard for c in range(len(CLASS_NAMES))],
@@ -190,17 +191,25 @@ def compute_report(baselines) -> dict:
             "summary": summary}
 
 
-def _rule_table(ev, hard) -> pd.DataFrame:
-    """Each merge rule on NightLab's regions: mIoU, hard-class mIoU and the largest per-class loss against
-    the image level (the rule is chosen on val: no class may end more than 0.5 IoU below the image level)."""
-    image = iou_from_confusion(ev.confusions[variants.IMAGE].sum(0))
+def _rule_table(ev, hard, evaluation) -> pd.DataFrame:
+    """Each merge rule on NightLab's regions: mIoU, hard-class mIoU, the class it costs most against the
+    image level with that change's interval, and the classes it is shown to cost more than the tolerance
+    (the interval's upper end below it): the rule is chosen on val among those with none
+    (nightlab.merge.choose_rule)."""
+    image = ev.confusions[variants.IMAGE]
     rows = []
     for kind in RULES:
-        iou = iou_from_confusion(ev.confusions[variants.by_rule(kind)].sum(0))
-        drop = np.nanmin(np.where(np.isnan(image), np.nan, iou - image))
+        rule = ev.confusions[variants.by_rule(kind)]
+        change = class_differences(rule, image, evaluation.bootstrap, evaluation.bootstrap_seed)
+        worst = int(np.argmin(np.where(np.isnan(change["diff"]), np.inf, change["diff"])))
+        upper = np.where(np.isnan(change["ci_high"]), np.inf, change["ci_high"])
+        iou = iou_from_confusion(rule.sum(0))
         rows.append({"rule": kind, "mIoU": rounded(miou(iou)), "hard_mIoU": rounded(subset_miou(iou, hard)),
-                     "worst_class_change": rounded(drop),
-                     "worst_class": CLASS_NAMES[int(np.nanargmin(np.where(np.isnan(image), np.inf, iou - image)))]})
+                     "worst_class": CLASS_NAMES[worst], "worst_class_change": rounded(change["diff"][worst]),
+                     "worst_class_ci_low": rounded(change["ci_low"][worst]),
+                     "worst_class_ci_high": rounded(change["ci_high"][worst]),
+                     "lowest_class_ci_high": rounded(upper.min()),
+                     "shown_losing": "; ".join(CLASS_NAMES[c] for c in np.flatnonzero(upper < -TOLERANCE))})
     return pd.DataFrame(rows)
 
 

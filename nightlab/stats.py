@@ -26,10 +26,23 @@ def resample_counts(n_images: int, samples: int, seed: int) -> np.ndarray:
     return counts
 
 
+def _resampled_totals(per_image: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """(B, C, C) int64: each resample's summed confusion matrix."""
+    n, c, _ = per_image.shape
+    return np.einsum("bn,nk->bk", counts, per_image.reshape(n, c * c).astype(np.int64)).reshape(-1, c, c)
+
+
+def _class_ious(totals: np.ndarray) -> np.ndarray:
+    """(B, C) per-class IoU of each of ``totals`` (B, C, C); NaN where the class is in neither."""
+    tp = np.diagonal(totals, axis1=1, axis2=2).astype(np.float64)
+    denom = totals.sum(1) + totals.sum(2) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, tp / denom, np.nan)
+
+
 def resampled_mious(per_image: np.ndarray, counts: np.ndarray, class_ids=None) -> np.ndarray:
     """mIoU of each resample: ``per_image`` (N, C, C) confusion counts, ``counts`` (B, N)."""
-    n, c, _ = per_image.shape
-    total = np.einsum("bn,nk->bk", counts, per_image.reshape(n, c * c).astype(np.int64)).reshape(-1, c, c)
+    total = _resampled_totals(per_image, counts)
     out = np.empty(len(total))
     for b, cm in enumerate(total):
         iou = iou_from_confusion(cm)
@@ -53,3 +66,19 @@ def paired_difference(a: np.ndarray, b: np.ndarray, samples: int = 1000, seed: i
     diffs = diffs[np.isfinite(diffs)]
     lo, hi = (np.percentile(diffs, [2.5, 97.5]) if len(diffs) else (np.nan, np.nan))
     return {"diff": full(a) - full(b), "ci_low": float(lo), "ci_high": float(hi), "samples": samples, "seed": seed}
+
+
+def class_differences(a: np.ndarray, b: np.ndarray, samples: int = 1000, seed: int = 0) -> dict:
+    """Per-class IoU(a) - IoU(b) on the full set and its paired-bootstrap 95% interval, each (C,)
+    arrays; NaN for a class without an IoU in either. A rare class's interval is wide: it is seen in
+    few images, so its difference says little (the merge rule's choice reads these, nightlab.merge)."""
+    if a.shape != b.shape:
+        raise ValueError(f"paired variants need the same images: {a.shape} vs {b.shape}")
+    diff = iou_from_confusion(a.sum(0)) - iou_from_confusion(b.sum(0))
+    counts = resample_counts(len(a), samples, seed)
+    diffs = _class_ious(_resampled_totals(a, counts)) - _class_ious(_resampled_totals(b, counts))
+    seen = np.isfinite(diffs).any(0)
+    lo, hi = np.full(len(diff), np.nan), np.full(len(diff), np.nan)
+    if seen.any():
+        lo[seen], hi[seen] = np.nanpercentile(diffs[:, seen], [2.5, 97.5], axis=0)
+    return {"diff": diff, "ci_low": lo, "ci_high": hi, "samples": samples, "seed": seed}

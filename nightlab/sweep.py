@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -97,6 +98,15 @@ def _report_split(params: dict) -> str:
 
 
 SWEEP_KEYS = ("hard_classes.threshold", "splits.report", "splits.report_on_select")
+# The baselines are reference rows that neither study reads (their tables are the two-level variants),
+# and they are half the pipeline's training time: an experiment may drop them
+# (-S '~baselines.longer' -S '~baselines.fullres') and still measure the same thing.
+REFERENCE = "baselines."
+
+
+def _same_method(swept) -> Callable[[str], bool]:
+    """The filter of ``_variants``: the swept keys, and the baselines."""
+    return lambda k: k in swept or k.startswith(REFERENCE)
 
 
 def sweep_table(exp_show: list | dict, hard_of, headline: str) -> pd.DataFrame:
@@ -104,7 +114,7 @@ def sweep_table(exp_show: list | dict, hard_of, headline: str) -> pd.DataFrame:
     the held-out one), from each revision's ``headline`` metrics file. ``hard_of(rev)`` gives the hard
     class names a revision selected (``rev`` is a commit, or "workspace")."""
     rows = []
-    for r in _variants(exp_show, lambda k: k in SWEEP_KEYS):
+    for r in _variants(exp_show, _same_method(SWEEP_KEYS)):
         m, thr = r["files"].get(headline, {}), (r["params"].get("hard_classes") or {}).get("threshold")
         if thr is None or NIGHTLAB not in m:
             continue
@@ -186,7 +196,7 @@ def seeds_table(exp_show: list | dict, headline: str) -> pd.DataFrame:
     interval (columns ``<name>.ci``). Only revisions that differ from the workspace in ``seed`` alone
     count; revisions with the same seed and metrics are one run."""
     rows = []
-    for r in _variants(exp_show, lambda k: k == "seed"):
+    for r in _variants(exp_show, _same_method(("seed",))):
         m, seed = r["files"].get(headline, {}), r["params"].get("seed")
         if seed is None or NIGHTLAB not in m:
             continue

@@ -11,7 +11,7 @@ from nightlab.config import BoxesConfig
 from nightlab.hdm import finetune_targets, kept_gt_boxes, merged_crop
 from nightlab.metrics import iou_from_confusion, miou
 from nightlab.selectors import entropy_map, ground_truth, top_k, uncertain_regions
-from nightlab.stats import paired_difference, resample_counts, resampled_mious
+from nightlab.stats import class_differences, paired_difference, resample_counts, resampled_mious
 
 # ---------------------------------------------------------------- stats
 
@@ -67,6 +67,30 @@ def test_paired_difference_is_inside_noise_for_two_draws_of_the_same_model():
     a, b = _confusions(30, 0.7, rng), _confusions(30, 0.7, rng)
     d = paired_difference(a, b, samples=500, seed=0)
     assert d["ci_low"] < 0 < d["ci_high"]
+
+
+def test_class_differences_bracket_each_class_and_are_wide_for_a_class_seen_in_few_images():
+    rng = np.random.default_rng(6)
+    image, rule = _confusions(40, 0.7, rng), _confusions(40, 0.7, rng)
+    rule[:, 0] = image[:, 0]  # class 0: the rule changes nothing
+    # class 1: the rule loses 0.3 of its pixels in every image (a real loss, seen everywhere)
+    lost = (image[:, 1, 1] * 0.3).astype(np.int64)
+    rule[:, 1] = image[:, 1]
+    rule[:, 1, 1] -= lost
+    rule[:, 1, 0] += lost
+    # class 2: present in 3 of 40 images only, where the rule loses it in one of them
+    image[3:, 2], rule[3:, 2] = 0, 0
+    rule[:3, 2] = image[:3, 2]
+    rule[0, 2, 0] += rule[0, 2, 2]
+    rule[0, 2, 2] = 0
+    d = class_differences(rule, image, samples=500, seed=0)
+    full = iou_from_confusion(rule.sum(0)) - iou_from_confusion(image.sum(0))
+    np.testing.assert_allclose(d["diff"], full)
+    assert (d["ci_low"] <= d["diff"] + 1e-12).all() and (d["diff"] <= d["ci_high"] + 1e-12).all()
+    assert d["ci_high"][1] < -0.1  # the loss seen in every image is shown
+    assert d["ci_low"][2] < d["diff"][2] < 0  # the rare class also loses on the point estimate ...
+    assert d["ci_high"][2] - d["ci_low"][2] > d["ci_high"][1] - d["ci_low"][1]  # ... with a wider interval
+    np.testing.assert_array_equal(d["ci_low"], class_differences(rule, image, samples=500, seed=0)["ci_low"])
 
 
 def test_pairing_narrows_the_interval_when_images_differ_in_difficulty():

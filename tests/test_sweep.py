@@ -115,3 +115,23 @@ def test_ablation_table_reads_the_image_stage_metrics_and_leaves_out_other_chang
     assert "| light_adaptation=False | no-light | 33.00 | 33.50 | -2.50 |" in md
     assert "| image_scale=1.0 | fullres | 38.00 | 39.00 | +3.00 |" in md
     assert "region level, HDM boxes (NightLab) 37.50" in md and "99.00" not in md
+
+
+def test_an_experiment_that_drops_the_baselines_still_enters_the_studies():
+    """The baselines are reference rows neither study reads: dropping them (half the training time)
+    leaves the experiment measuring the same thing; changing anything else does not."""
+    base = {"longer": {"image_scale": 0.25}, "fullres": {"image_scale": 1.0}}
+    ws = _seed_rev("workspace", 0, 0.32, 0.02, 0.01, 0.03)
+    ws["data"]["params"]["params.yaml"]["data"]["baselines"] = base
+    dropped = _seed_rev("exp-1", 1, 0.30, 0.00, -0.01, 0.01)  # no baselines key at all
+    halved = _seed_rev("exp-2", 2, 0.34, 0.04, 0.02, 0.06)
+    halved["data"]["params"]["params.yaml"]["data"]["baselines"] = {"longer": base["longer"]}
+    other = _seed_rev("exp-3", 3, 0.50, 0.1, 0.05, 0.15)
+    other["data"]["params"]["params.yaml"]["data"].update(baselines=base, merge={"max_regions": 5})
+    ws["experiments"] = [{"revs": [dropped, halved, other]}]
+    assert list(seeds_table([ws], "reports/metrics.json").seed) == [0, 1, 2]
+
+    sweep = _rev("workspace", 0.5, 0.45, ["pole"], baselines=base)
+    sweep["experiments"] = [{"revs": [_rev("val-0.6", 0.6, 0.40, ["wall"]),
+                                      _rev("val-0.4", 0.4, 0.40, ["wall"], baselines=base, seed=7)]}]
+    assert list(sweep_table([sweep], HARD.get, "reports/metrics.json").threshold) == [0.5, 0.6]
