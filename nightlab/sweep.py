@@ -245,10 +245,12 @@ def write_seeds_report(table: pd.DataFrame, md_path: str | Path, provenance: dic
         tmp.write_text("\n".join(lines) + "\n")
 
 
-# Keys the config validates together with image_model.image_scale (a region is never seen below the
-# image level's scale); the image-level stages do not read them, so changing them with the scale
-# still measures an image-level variant.
-IMAGE_COUPLED = {"region_model.min_scale"}
+# Keys the config validates together with image_model's: a region is never seen below the image
+# level's scale, and a region model that starts from the image model's weights (init: image) has its
+# network. The image-level stages do not read them, so changing them with the image model's still
+# measures an image-level variant.
+IMAGE_COUPLED = {"region_model.min_scale", "region_model.backbone", "region_model.decoder_channels",
+                 "region_model.light_adaptation"}
 
 
 def ablation_table(exp_show: list | dict, image_metrics: str) -> pd.DataFrame:

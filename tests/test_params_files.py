@@ -109,3 +109,11 @@ def test_default_cache_holds_the_default_training_set():
     assert native_mb < p.region_model.train.cache_mb
     assert native_mb * p.image_model.image_scale ** 2 < p.image_model.train.cache_mb
     assert native_mb * p.rdn.image_scale ** 2 < p.rdn.train.cache_mb
+
+
+def test_studies_profile_drops_only_the_baselines():
+    """The studies' profile must measure the default method: the same params less the baselines
+    (nightlab.sweep lets an experiment differ from the workspace in those alone)."""
+    p = load_profile(ROOT / "profiles/studies.yaml")
+    assert p.baselines == {}
+    assert p.model_dump(exclude={"baselines"}) == Params().model_dump(exclude={"baselines"})

@@ -97,8 +97,9 @@ def _image_rev(name, sel, rep, **image_model):
 
 def test_ablation_table_reads_the_image_stage_metrics_and_leaves_out_other_changes(tmp_path):
     ws = _image_rev("workspace", 0.35, 0.36)
-    ws["experiments"] = [{"revs": [_image_rev("no-light", 0.33, 0.335, light_adaptation=False),
-                                   _image_rev("fullres", 0.38, 0.39, image_scale=1.0)]}]
+    no_light = _image_rev("no-light", 0.33, 0.335, light_adaptation=False)
+    no_light["data"]["params"]["params.yaml"]["data"]["region_model"] = {"light_adaptation": False}  # init: image
+    ws["experiments"] = [{"revs": [no_light, _image_rev("fullres", 0.38, 0.39, image_scale=1.0)]}]
     failed = _image_rev("failed", 0.35, 0.36, image_scale=1.0)  # its metrics files are the baseline's
     failed["error"] = {"msg": "Experiment run failed", "type": ""}
     coupled = _image_rev("fullres-2", 0.37, 0.38, image_scale=1.0, decoder_channels=32)
@@ -112,7 +113,7 @@ def test_ablation_table_reads_the_image_stage_metrics_and_leaves_out_other_chang
     assert list(table.experiment) == ["workspace", "no-light", "fullres", "fullres-2"]
     write_ablation_report(table, tmp_path / "a.md", {"merged_hdm.mIoU": 0.375})
     md = (tmp_path / "a.md").read_text()
-    assert "| light_adaptation=False | no-light | 33.00 | 33.50 | -2.50 |" in md
+    assert "| light_adaptation=False, region_model.light_adaptation=False | no-light | 33.00 | 33.50 | -2.50 |" in md
     assert "| image_scale=1.0 | fullres | 38.00 | 39.00 | +3.00 |" in md
     assert "region level, HDM boxes (NightLab) 37.50" in md and "99.00" not in md
 
