@@ -260,7 +260,8 @@ def ablation_table(exp_show: list | dict, image_metrics: str) -> pd.DataFrame:
     rows = []
     for r in _variants(exp_show, lambda k: k.startswith("image_model.") or k in IMAGE_COUPLED):
         m = r["files"].get(image_metrics) or {}
-        if "image.report.mIoU" not in m:
+        coupled_only = r["changed"] and not any(k.startswith("image_model.") for k in r["changed"])
+        if "image.report.mIoU" not in m or coupled_only:  # a region-model change is no image-level variant
             continue
         change = ", ".join(f"{k.removeprefix('image_model.')}={v}" for k, v in r["changed"].items())
         rows.append({"experiment": r["name"], "change": change or "(default)", "selection mIoU": m.get("image.mIoU"),

@@ -186,11 +186,11 @@ def test_finetune_targets_by_reading():
 def test_the_merge_rule_is_the_best_that_no_class_is_shown_to_lose_half_a_point_under():
     from nightlab.merge import choose_rule
 
-    # worst_class_change is the point change; lowest_class_ci_high the lowest upper end of a class's interval
-    rows = [{"rule": "paste", "mIoU": 0.40, "worst_class_change": -0.03, "lowest_class_ci_high": -0.02},  # shown
-            {"rule": "margin", "mIoU": 0.39, "worst_class_change": -0.02, "lowest_class_ci_high": 0.01},  # not shown
-            {"rule": "fuse", "mIoU": 0.38, "worst_class_change": 0.0, "lowest_class_ci_high": 0.02}]
-    assert choose_rule(rows) == "margin"  # margin's class loses 2 points on the estimate, inside noise
+    # lowest_class_ci_high: the lowest upper end of a class's interval of its change
+    rows = [{"rule": "paste", "mIoU": 0.40, "lowest_class_ci_high": -0.02},  # a class shown to lose 2 points
+            {"rule": "margin", "mIoU": 0.39, "lowest_class_ci_high": 0.01},  # its losses are inside noise
+            {"rule": "fuse", "mIoU": 0.38, "lowest_class_ci_high": 0.02}]
+    assert choose_rule(rows) == "margin"
     assert choose_rule(rows, tolerance=0.05) == "paste"
     losing = [{**r, "lowest_class_ci_high": r["lowest_class_ci_high"] - 0.1} for r in rows]
     assert choose_rule(losing) == "fuse"  # every rule is shown to cost some class: the one least shown

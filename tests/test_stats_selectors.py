@@ -93,6 +93,22 @@ def test_class_differences_bracket_each_class_and_are_wide_for_a_class_seen_in_f
     np.testing.assert_array_equal(d["ci_low"], class_differences(rule, image, samples=500, seed=0)["ci_low"])
 
 
+def test_class_differences_leave_an_absent_class_out_and_cannot_show_a_loss_in_one_image_of_two():
+    """What the merge rule's guard can and cannot see (nightlab.merge.choose_rule): a class in no
+    image has no interval, and a resample without a class leaves it out (no IoU in either); a class
+    in two images, wiped out in one, loses half its IoU, yet about a third of the resamples leave
+    that image out and keep the other, so the interval's upper end stays at 0: not shown."""
+    image = np.zeros((40, 4, 4), np.int64)
+    image[:, 0, 0] = 100  # class 0 everywhere, right
+    image[0, 1, 1] = image[1, 1, 1] = 50  # class 1 in images 0 and 1
+    rule = image.copy()
+    rule[0, 1, 1], rule[0, 1, 0] = 0, 50  # the rule wipes it out in image 0
+    d = class_differences(rule, image, samples=500, seed=0)
+    assert d["diff"][1] == -0.5 and d["ci_low"][1] == -1.0 and d["ci_high"][1] == 0.0
+    assert np.isnan(d["diff"][2:]).all() and np.isnan(d["ci_low"][2:]).all() and np.isnan(d["ci_high"][2:]).all()
+    assert d["diff"][0] < 0 and d["ci_high"][0] <= 0  # class 0 gains false positives where class 1 was
+
+
 def test_pairing_narrows_the_interval_when_images_differ_in_difficulty():
     """The point of pairing: per-image difficulty shared by both variants cancels."""
     rng = np.random.default_rng(5)

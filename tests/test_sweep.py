@@ -109,6 +109,9 @@ def test_ablation_table_reads_the_image_stage_metrics_and_leaves_out_other_chang
     other = _image_rev("seed-1", 0.30, 0.30)
     other["data"]["params"]["params.yaml"]["data"]["seed"] = 1
     ws["experiments"].append({"revs": [other]})
+    region_only = _image_rev("region-only", 0.35, 0.36)
+    region_only["data"]["params"]["params.yaml"]["data"]["region_model"] = {"decoder_channels": 8}
+    ws["experiments"].append({"revs": [region_only]})
     table = ablation_table([ws], "reports/image/metrics.json")
     assert list(table.experiment) == ["workspace", "no-light", "fullres", "fullres-2"]
     write_ablation_report(table, tmp_path / "a.md", {"merged_hdm.mIoU": 0.375})
