@@ -280,7 +280,8 @@ def write_ablation_report(table: pd.DataFrame, md_path: str | Path, headline: di
     ref = base.iloc[0]["report mIoU"] if len(base) else None
     splits = sorted(set(table["report split"]))
     lines = ["# Image-level variants", "", *provenance_line(provenance),
-             "Each row changes only `image_model.*` params against the default run; mIoU (%) of the image model "
+             "Each row changes only `image_model.*` params against the default run (and the region-model keys the "
+             "config ties to them, which no image-level stage reads); mIoU (%) of the image model "
              f"on the selection split (val/night) and on the report split ({' and '.join(splits)}). These are "
              "single training runs without an interval: read a difference against the seeds study's spread "
              "of the image level (reports/seeds/seeds.md).", "",
