@@ -99,8 +99,8 @@ def _report_split(params: dict) -> str:
 
 SWEEP_KEYS = ("hard_classes.threshold", "splits.report", "splits.report_on_select")
 # The baselines are reference rows that neither study reads (their tables are the two-level variants),
-# and they are half the pipeline's training time: an experiment may drop them
-# (-S '~baselines.longer' -S '~baselines.fullres') and still measure the same thing.
+# and they are half the pipeline's training time: an experiment may drop them (profiles/studies.yaml)
+# and still measure the same thing.
 REFERENCE = "baselines."
 
 
